@@ -1,0 +1,115 @@
+"""Command line: thin wrappers that parse flags, call the engine or the daemon, and print.
+
+Exit status: 0 success, 1 the work failed (message on one line), 2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from watcher import __version__
+from watcher.config import ConfigError, Settings, load_settings
+
+_OUTPUT_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tif", ".tiff": "tif"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"focus-watcher: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="focus-watcher", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"focus-watcher {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stack = commands.add_parser("stack", help="fuse one focus stack by hand", description="Fuse one focus stack.")
+    stack.add_argument("images", nargs="+", type=Path, metavar="IMG", help="frames, in focus order")
+    stack.add_argument("-o", "--output", type=Path, required=True, help="result file (.jpg, .png, .tif)")
+    stack.add_argument("--blend", choices=["weighted", "guided_weighted", "direct_map", "laplacian_pyramid",
+                                           "luma_weighted_chroma_pick"])
+    stack.add_argument("--focus", dest="focus_measure", choices=["laplacian_var", "tenengrad", "sml"])
+    stack.add_argument("--levels", dest="pyramid_levels", type=int, help="ECC pyramid levels 1-6")
+    stack.add_argument("--window", dest="focus_window", type=int, help="focus window, odd 3-21")
+    stack.add_argument("--mask-threshold", dest="mask_threshold", type=float, help="ECC gradient mask, 1-100")
+    stack.add_argument("--sharpen", type=float, help="unsharp mask amount 0-3")
+    stack.add_argument("--power", dest="weight_power", type=float, help="weight = focus ** power")
+    stack.add_argument("--reference", choices=["first", "middle"])
+    stack.add_argument("--no-align", dest="align", action="store_false", default=None, help="frames are aligned")
+    stack.add_argument("--jpeg-quality", dest="jpeg_quality", type=int)
+    stack.add_argument("--depth", dest="output_depth", choices=["auto", "8", "16"], help="output bit depth")
+    stack.add_argument("--depthmap", type=Path, metavar="FILE", help="also write the depth map here")
+    stack.add_argument("--json", action="store_true", help="print the stack's record as JSON")
+    _add_config_flag(stack)
+    stack.set_defaults(handler=_cmd_stack)
+
+    config = commands.add_parser("config", help="validate and print the effective settings")
+    _add_config_flag(config)
+    config.set_defaults(handler=_cmd_config)
+    return parser
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, help="TOML settings file")
+
+
+def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "mask_threshold", "sharpen", "weight_power",
+            "reference", "align", "jpeg_quality", "output_depth")
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    suffix = args.output.suffix.lower()
+    if suffix not in _OUTPUT_FORMATS:
+        raise ConfigError(f"output: unsupported extension {suffix!r} (use .jpg, .png or .tif)")
+    overrides["output_format"] = _OUTPUT_FORMATS[suffix]
+    if args.depthmap is not None:
+        overrides["depthmap"] = True
+    return overrides
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from watcher.stacking.frames import FrameError
+    from watcher.stacking.pipeline import StackError, stack_to_file
+
+    settings = load_settings(args.config, {"stacking": _stacking_overrides(args)}).stacking
+    progress = _terminal_progress if sys.stderr.isatty() else None
+    try:
+        record = stack_to_file(args.images, args.output, settings, depthmap_output=args.depthmap, progress=progress)
+    except (FrameError, StackError, OSError) as exc:
+        if progress:
+            print(file=sys.stderr)
+        print(f"focus-watcher: error: {exc}", file=sys.stderr)
+        return 1
+    if progress:
+        print(f"\rwrote {args.output} in {record['timings']['total'] + record['timings']['save']:.1f} s", file=sys.stderr)
+    for warning in record["warnings"]:
+        print(f"focus-watcher: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    return 0
+
+
+def _terminal_progress(stage: str, done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(1, total)
+    print(f"\r{stage} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    settings: Settings = load_settings(args.config)
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

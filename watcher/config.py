@@ -1,0 +1,250 @@
+"""One typed settings model for focus-watcher.
+
+Sources, lowest priority first: built-in defaults, a TOML file (``--config``), environment variables
+``FOCUS_WATCHER_<SECTION>__<KEY>`` (e.g. ``FOCUS_WATCHER_STACKING__BLEND=direct_map``), then command-line flags.
+Unknown keys and bad values fail at start with a message naming the key (:class:`ConfigError`).
+No other module reads the environment or the TOML file: settings flow down as typed objects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+ENV_PREFIX = "FOCUS_WATCHER_"
+
+BlendMethod = Literal["weighted", "guided_weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick"]
+FocusMeasure = Literal["laplacian_var", "tenengrad", "sml"]
+
+
+class ConfigError(ValueError):
+    """Invalid settings; the message names every offending key."""
+
+
+def default_memory_budget_mb() -> int:
+    """70% of the memory this machine (or its cgroup, where one limits us) has, in MiB."""
+    total = _physical_memory_bytes()
+    limit = _cgroup_memory_limit_bytes()
+    if limit is not None:
+        total = min(total, limit)
+    return max(64, int(total * 0.7) // (1 << 20))
+
+
+def _physical_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _cgroup_memory_limit_bytes() -> int | None:
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StackingSettings(_Section):
+    """How one stack is fused. Mirrors the seed tool's parameters, with measured defaults."""
+
+    align: bool = Field(True, description="Align frames; turn off only for rigs whose camera and focus never move.")
+    pyramid_levels: int = Field(4, ge=1, le=6, description="ECC pyramid levels (coarse to fine).")
+    mask_threshold: float = Field(
+        10.0, ge=1, le=100, description="Percent of reference pixels, strongest gradients first, that ECC uses."
+    )
+    reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
+    align_max_side: int = Field(1024, ge=256, le=8192, description="Alignment is estimated at this size (px).")
+    focus_measure: FocusMeasure = "tenengrad"
+    focus_window: int = Field(7, ge=3, le=21, description="Focus-measure window (odd, px at focus resolution).")
+    focus_max_megapixels: float = Field(
+        4.0, gt=0, le=100, description="Focus maps are computed on a grey copy downscaled to at most this size."
+    )
+    blend: BlendMethod = "guided_weighted"
+    weight_power: float = Field(
+        4.0, gt=0, le=64, description="Weights are focus**power: higher picks the sharpest frame more decisively."
+    )
+    sharpen: float = Field(0.0, ge=0, le=3, description="Unsharp-mask amount applied after blending.")
+    output_format: Literal["jpg", "png", "tif"] = "jpg"
+    output_depth: Literal["auto", "8", "16"] = Field(
+        "auto", description="Bit depth of the result; auto keeps the inputs' depth (JPEG is always 8-bit)."
+    )
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    depthmap: bool = Field(False, description="Also write the depth map (index of the sharpest frame).")
+    max_megapixels: float = Field(
+        120.0, gt=0, description="Frames larger than this are refused before decoding (decompression bombs)."
+    )
+
+    @field_validator("focus_window")
+    @classmethod
+    def _odd_window(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd (got {value})")
+        return value
+
+
+class NamingSettings(_Section):
+    """How file names are grouped into stacks."""
+
+    mode: Literal["auto", "fixed", "regex"] = "auto"
+    stack_size: int | None = Field(None, ge=1, le=999, description="Frames per stack: required for mode=fixed.")
+    pattern: str | None = Field(None, description="mode=regex: named groups 'stack' and 'frame', optional 'scan'.")
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        missing = {"stack", "frame"} - set(compiled.groupindex)
+        if missing:
+            raise ValueError(f"needs the named groups {sorted(missing)}")
+        return value
+
+    @field_validator("extensions")
+    @classmethod
+    def _lower_dotted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in value)
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> NamingSettings:
+        if self.mode == "fixed" and self.stack_size is None:
+            raise ValueError("mode 'fixed' needs naming.stack_size")
+        if self.mode == "regex" and self.pattern is None:
+            raise ValueError("mode 'regex' needs naming.pattern")
+        return self
+
+
+class CompletenessSettings(_Section):
+    """When a stack counts as ready (never on a half-written file)."""
+
+    settle_seconds: float = Field(5.0, ge=0, description="A frame's size and mtime must be unchanged this long.")
+    stack_timeout_seconds: float = Field(
+        60.0, gt=0, description="A stack with no new frame for this long is complete, whatever its count."
+    )
+
+
+class WorkerSettings(_Section):
+    """The bounded pool of stacking processes."""
+
+    count: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1, le=64)
+    queue_size: int = Field(8, ge=1, le=10_000, description="Stacks waiting for a worker; intake pauses beyond it.")
+    memory_budget_mb: int = Field(
+        default_factory=default_memory_budget_mb,
+        ge=64,
+        description="Sum of the estimated peaks of running stacks stays under this (default: 70% of RAM).",
+    )
+    stack_timeout_seconds: float = Field(1800.0, gt=0, description="A stack running longer than this is killed.")
+    retries: int = Field(1, ge=0, le=10, description="Extra attempts for a stack whose worker died.")
+
+
+class ObserverSettings(_Section):
+    """How new files are noticed."""
+
+    mode: Literal["inotify", "polling"] = Field("inotify", description="polling for SMB/NFS shares.")
+    poll_interval_seconds: float = Field(2.0, gt=0)
+    rescan_seconds: float = Field(60.0, gt=0, description="Full rescan of the hot folder (covers dropped events).")
+
+
+class ResultsSettings(_Section):
+    """Where and how results are written, and what happens to inputs afterwards."""
+
+    layout: Literal["mirror", "openscan"] = Field(
+        "mirror",
+        description="mirror: results/<scan path>/<stack>.<ext>; openscan: <scan>/stacked/stacked_<scan>_<pos>.jpg",
+    )
+    after_success: Literal["keep", "archive", "delete"] = "keep"
+    archive_folder: Path | None = None
+
+    @model_validator(mode="after")
+    def _archive_needs_folder(self) -> ResultsSettings:
+        if self.after_success == "archive" and self.archive_folder is None:
+            raise ValueError("after_success 'archive' needs results.archive_folder")
+        return self
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file_max_bytes: int = Field(5_000_000, ge=10_000)
+    file_backups: int = Field(3, ge=0, le=100)
+
+
+class Settings(BaseSettings):
+    """Everything focus-watcher can be told. Defaults make ``focus-watcher run`` work in an empty folder."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, validate_default=True
+    )
+
+    hot_folder: Path = Path("hot")
+    results_folder: Path = Path("results")
+    naming: NamingSettings = Field(default_factory=NamingSettings)
+    completeness: CompletenessSettings = Field(default_factory=CompletenessSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    observer: ObserverSettings = Field(default_factory=ObserverSettings)
+    results: ResultsSettings = Field(default_factory=ResultsSettings)
+    stacking: StackingSettings = Field(default_factory=StackingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _results_outside_hot(self) -> Settings:
+        # Writing results inside the watched tree would make the daemon re-process its own outputs.
+        hot, results = self.hot_folder.resolve(), self.results_folder.resolve()
+        if results == hot or hot in results.parents:
+            raise ValueError("results_folder must not be inside hot_folder")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # CLI flags (init) > environment > TOML file. No .env or secrets files: one place to look.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the effective settings: defaults < TOML ``config_file`` < environment < ``overrides``.
+
+    ``overrides`` is a nested dict, e.g. ``{"stacking": {"blend": "direct_map"}}`` (what CLI flags set).
+    Raises :class:`ConfigError` naming each bad key.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    try:
+        loaded = _FromFile(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file)) from None
+    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"{config_file}: {exc}") from None
+    return Settings.model_construct(**dict(loaded))
+
+
+def _describe(exc: ValidationError, config_file: Path | None) -> str:
+    where = f" (from {config_file}, {ENV_PREFIX}* or flags)" if config_file else f" (from {ENV_PREFIX}* or flags)"
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return "invalid settings" + where + ":\n  " + "\n  ".join(lines)

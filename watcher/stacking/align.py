@@ -1,0 +1,241 @@
+"""Align stage: estimate where each frame sits relative to the reference, and warp it there.
+
+Transforms are estimated by pyramid ECC on small grey copies (``align_max_side``), scaled up, and applied once
+at full resolution. Frames far apart in focus look too different for ECC, so each frame is aligned to its
+*neighbour* (already placed) and the transforms are chained toward the reference. Every estimate is checked
+(correlation better than doing nothing, plausible scale, rotation, shift and perspective); a failing model
+falls back homography -> affine -> translation -> identity, and every fallback is reported.
+
+Convention: a warp is a (3, 3) float64 matrix mapping *reference* pixel coordinates to *frame* pixel coordinates
+(pixel centres at integers), i.e. what ``cv2.warpPerspective(frame, warp, flags=WARP_INVERSE_MAP)`` expects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MODELS = ("homography", "affine", "translation")
+_CV_MOTION = {
+    "homography": cv2.MOTION_HOMOGRAPHY,
+    "affine": cv2.MOTION_AFFINE,
+    "translation": cv2.MOTION_TRANSLATION,
+}
+# Between neighbouring frames of a focus stack the content barely moves: focus breathing is < 2 % per step and
+# rigs shake by a few pixels. Anything beyond these limits is ECC locking onto noise, not the real motion.
+MAX_STEP_SCALE = 0.05  # |scale - 1|
+MAX_STEP_ROTATION_DEG = 3.0
+MAX_STEP_SHIFT = 0.05  # fraction of the image diagonal, for any corner
+MAX_ANISOTROPY = 1.03  # ratio of the affine part's singular values
+MAX_PERSPECTIVE = 0.01  # |w - 1| at the image corners
+MIN_CORRELATION = 0.5
+_COARSEST_SIDE = 48  # px: ECC needs some structure even on the coarsest level
+_ECC_BLUR = 5  # px, Gaussian pre-smoothing inside ECC
+
+
+@dataclass(frozen=True)
+class PairAlignment:
+    """Result of aligning one frame to its neighbour, at alignment resolution."""
+
+    warp: np.ndarray  # (3, 3) float64: neighbour coords -> frame coords
+    model: str  # "homography" | "affine" | "translation" | "identity"
+    correlation: float  # ECC correlation at the finest level (NaN for identity)
+    warnings: tuple[str, ...]
+
+
+def alignment_image(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Grey float32 copy in [0, 1], downscaled so its longer side is at most ``max_side``.
+
+    Returns the image and the scale factor (small size / full size, <= 1).
+    """
+    grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    height, width = grey.shape
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        scale = size[0] / width
+    return grey.astype(np.float32) * np.float32(1.0 / np.iinfo(pixels.dtype).max), scale
+
+
+def gradient_mask(grey: np.ndarray, keep_percent: float) -> np.ndarray:
+    """uint8 mask (255 = use) of the ``keep_percent`` % pixels with the strongest gradient, slightly dilated.
+
+    Flat areas and noise carry no information for ECC but pull the correlation around.
+    """
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    magnitude = cv2.magnitude(gx, gy)
+    threshold = np.percentile(magnitude, 100.0 - keep_percent)
+    mask = (magnitude >= threshold).astype(np.uint8) * 255
+    return cv2.dilate(mask, np.ones((3, 3), np.uint8))
+
+
+def estimate_pair(
+    template: np.ndarray, moving: np.ndarray, *, levels: int, keep_percent: float, prior: np.ndarray | None = None
+) -> PairAlignment:
+    """Warp from ``template`` coords to ``moving`` coords by pyramid ECC with model fallback.
+
+    Parameters
+    ----------
+    template, moving : ndarray, shape (h, w), float32 in [0, 1]
+        Grey alignment images of the neighbour already placed and of the frame to place.
+    levels : int
+        Pyramid levels (1 = full alignment resolution only).
+    keep_percent : float
+        Share of template pixels (strongest gradients) that ECC uses, in percent.
+    prior : ndarray (3, 3), optional
+        Starting guess, e.g. the previous step's warp (focus breathing repeats from step to step).
+    """
+    shape = template.shape
+    template_mask = gradient_mask(template, keep_percent)
+    moving_mask = np.full(moving.shape, 255, np.uint8)
+    baseline = _correlation(template, moving, template_mask)
+    warnings: list[str] = []
+    for model in MODELS:
+        start = _restrict(prior if prior is not None else np.eye(3), model)
+        try:
+            warp, correlation = _pyramid_ecc(template, moving, template_mask, moving_mask, levels, model, start)
+        except cv2.error:
+            warnings.append(f"{model}: ECC did not converge")
+            continue
+        problem = implausibility(warp, shape)
+        if problem is None and not correlation >= max(MIN_CORRELATION, baseline):
+            problem = f"correlation {correlation:.3f} is no better than not aligning ({baseline:.3f})"
+        if problem is None:
+            return PairAlignment(warp, model, float(correlation), tuple(warnings))
+        warnings.append(f"{model}: rejected, {problem}")
+    warnings.append("no model fits; frame used unaligned")
+    return PairAlignment(np.eye(3), "identity", float("nan"), tuple(warnings))
+
+
+def implausibility(warp: np.ndarray, shape: tuple[int, int]) -> str | None:
+    """Why ``warp`` cannot be a real step between neighbouring frames of ``shape`` (h, w), or None if it can."""
+    height, width = shape
+    affine = warp[:2, :2] / warp[2, 2]
+    singular = np.linalg.svd(affine, compute_uv=False)
+    scale = math.sqrt(abs(np.linalg.det(affine)))
+    if not np.all(np.isfinite(warp)) or singular[-1] <= 0:
+        return "degenerate transform"
+    if abs(scale - 1.0) > MAX_STEP_SCALE:
+        return f"scale {scale:.3f}"
+    if singular[0] / singular[-1] > MAX_ANISOTROPY:
+        return f"anisotropy {singular[0] / singular[-1]:.3f}"
+    rotation = math.degrees(math.atan2(affine[1, 0] - affine[0, 1], affine[0, 0] + affine[1, 1]))
+    if abs(rotation) > MAX_STEP_ROTATION_DEG:
+        return f"rotation {rotation:.2f} deg"
+    corners = _corners(width, height)
+    mapped = corners @ warp.T
+    if np.any(np.abs(mapped[:, 2] - 1.0) > MAX_PERSPECTIVE):
+        return "perspective too strong"
+    shift = np.max(np.hypot(*(mapped[:, :2] / mapped[:, 2:] - corners[:, :2]).T))
+    if shift > MAX_STEP_SHIFT * math.hypot(width, height):
+        return f"corner shift {shift:.1f} px"
+    return None
+
+
+def rescale_warp(warp: np.ndarray, factor: float) -> np.ndarray:
+    """Express ``warp`` in coordinates of an image ``factor`` times the size (pixel centres kept aligned)."""
+    offset = 0.5 * factor - 0.5
+    to_new = np.array([[factor, 0.0, offset], [0.0, factor, offset], [0.0, 0.0, 1.0]])
+    return to_new @ warp @ np.linalg.inv(to_new)
+
+
+def warp_frame(pixels: np.ndarray, warp: np.ndarray) -> np.ndarray:
+    """Resample ``pixels`` (H, W, C) into the reference geometry (same size and dtype).
+
+    Borders the frame does not cover are filled by replicating its edge; :func:`coverage` tells the blend
+    which pixels those are, so that they get no weight and are filled from frames that do cover them.
+    """
+    if np.allclose(warp, np.eye(3), atol=1e-9):
+        return pixels
+    height, width = pixels.shape[:2]
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    if np.allclose(warp[2], (0.0, 0.0, 1.0), atol=1e-12):
+        return cv2.warpAffine(pixels, warp[:2], (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpPerspective(pixels, warp, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def coverage(warp: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+    """Bool mask (H, W) of reference pixels the warped frame really covers; None when it covers all of them."""
+    height, width = shape
+    mapped = _corners(width, height) @ warp.T
+    xy = mapped[:, :2] / mapped[:, 2:]
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)
+    if inside.all():  # the warp is projective, so the covered region is convex: corners inside => all inside
+        return None
+    ones = np.full((height, width), 255, np.uint8)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    covered = cv2.warpPerspective(ones, warp, (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+    # Only pixels whose whole interpolation footprint lies inside the frame count as covered.
+    return cv2.erode(covered, np.ones((5, 5), np.uint8)) == 255
+
+
+def _corners(width: int, height: int) -> np.ndarray:
+    return np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float)
+
+
+def _restrict(warp: np.ndarray, model: str) -> np.ndarray:
+    """Starting matrix in the form ECC expects for ``model`` (2x3 float32 unless homography)."""
+    if model == "homography":
+        return (warp / warp[2, 2]).astype(np.float32)
+    start = np.eye(2, 3, dtype=np.float32)
+    if model == "affine":
+        start[:] = (warp[:2] / warp[2, 2]).astype(np.float32)
+    else:
+        start[:, 2] = (warp[:2, 2] / warp[2, 2]).astype(np.float32)
+    return start
+
+
+def _as_3x3(matrix: np.ndarray) -> np.ndarray:
+    full = np.eye(3)
+    full[: matrix.shape[0]] = matrix
+    return full
+
+
+def _pyramid_ecc(
+    template: np.ndarray,
+    moving: np.ndarray,
+    template_mask: np.ndarray,
+    moving_mask: np.ndarray,
+    levels: int,
+    model: str,
+    start: np.ndarray,
+) -> tuple[np.ndarray, float]:
+    pyramid = [(template, moving, template_mask, moving_mask)]
+    while len(pyramid) < levels and min(pyramid[-1][0].shape) >= 2 * _COARSEST_SIDE:
+        tpl, mov, tmask, mmask = pyramid[-1]
+        small_tpl, small_mov = cv2.pyrDown(tpl), cv2.pyrDown(mov)
+        pyramid.append(
+            (
+                small_tpl,
+                small_mov,
+                cv2.resize(tmask, small_tpl.shape[::-1], interpolation=cv2.INTER_NEAREST),
+                cv2.resize(mmask, small_mov.shape[::-1], interpolation=cv2.INTER_NEAREST),
+            )
+        )
+    warp = rescale_warp(_as_3x3(start), pyramid[-1][0].shape[1] / template.shape[1])
+    correlation = float("nan")
+    for level in range(len(pyramid) - 1, -1, -1):
+        tpl, mov, tmask, mmask = pyramid[level]
+        if level < len(pyramid) - 1:
+            warp = rescale_warp(warp, tpl.shape[1] / pyramid[level + 1][0].shape[1])
+        iterations = 100 if level == len(pyramid) - 1 else 40
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 1e-6)
+        correlation, found = cv2.findTransformECCWithMask(
+            tpl, mov, tmask, mmask, _restrict(warp, model), _CV_MOTION[model], criteria, _ECC_BLUR
+        )
+        warp = _as_3x3(found.astype(np.float64))
+    return warp, float(correlation)
+
+
+def _correlation(template: np.ndarray, moving: np.ndarray, mask: np.ndarray) -> float:
+    """ECC correlation of the two images as they are (the score of not aligning at all).
+
+    Smoothed like ECC smooths its inputs (``gaussFiltSize`` 5), so the two scores are comparable.
+    """
+    blur = (_ECC_BLUR, _ECC_BLUR)
+    return float(cv2.computeECC(cv2.GaussianBlur(template, blur, 0), cv2.GaussianBlur(moving, blur, 0), mask))

@@ -1,0 +1,126 @@
+"""Load stage: turn an encoded file (on disk or inside a zip) into an upright 8- or 16-bit BGR frame.
+
+Every failure is a :class:`FrameError` that names the frame, so a stack's record says which file was bad.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from watcher.stacking.probe import ProbeError, probe_image
+
+# COLOR: always 3 channels (grey frames are expanded, alpha dropped); ANYDEPTH: keep 16-bit samples.
+# OpenCV applies the EXIF orientation while decoding, so frames arrive upright.
+_DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+
+
+class FrameError(ValueError):
+    """A frame cannot be used: unreadable, truncated, too large, or not matching the stack."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """Where a frame's bytes come from: a file, or a member of a zip archive (read without extracting)."""
+
+    name: str
+    path: Path
+    member: str | None = None
+
+    @classmethod
+    def of(cls, item: FrameSource | Path | str) -> FrameSource:
+        if isinstance(item, FrameSource):
+            return item
+        path = Path(item)
+        return cls(name=path.name, path=path)
+
+    def read_bytes(self) -> bytes:
+        if self.member is None:
+            return self.path.read_bytes()
+        with zipfile.ZipFile(self.path) as archive:
+            return archive.read(self.member)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    Attributes
+    ----------
+    name : str
+        The source's name, used in every message about this frame.
+    pixels : ndarray, shape (H, W, 3), dtype uint8 or uint16
+        BGR samples, upright (EXIF orientation applied).
+    exif : bytes or None
+        The TIFF-structured EXIF block as stored in the file (orientation tag still as the camera wrote it).
+    """
+
+    name: str
+    pixels: np.ndarray
+    exif: bytes | None
+
+    @property
+    def max_value(self) -> int:
+        return 65535 if self.pixels.dtype == np.uint16 else 255
+
+
+def read_frame(source: FrameSource, *, max_pixels: int) -> Frame:
+    """Read and decode one frame, refusing bad input with a :class:`FrameError`.
+
+    Parameters
+    ----------
+    source : FrameSource
+    max_pixels : int
+        Frames whose header declares more pixels than this are refused before decoding.
+    """
+    try:
+        data = source.read_bytes()
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise FrameError(source.name, f"cannot read: {exc}") from None
+    return decode_frame(data, source.name, max_pixels=max_pixels)
+
+
+def decode_frame(data: bytes, name: str, *, max_pixels: int) -> Frame:
+    """Decode encoded bytes into a :class:`Frame` (see :func:`read_frame`)."""
+    try:
+        info = probe_image(data)
+    except ProbeError as exc:
+        raise FrameError(name, str(exc)) from None
+    if info.pixels > max_pixels:
+        raise FrameError(
+            name, f"{info.width}x{info.height} is {info.pixels / 1e6:.1f} MP, over the {max_pixels / 1e6:.1f} MP limit"
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    pixels, types, blocks = cv2.imdecodeWithMetadata(buffer, None, _DECODE_FLAGS)
+    if pixels is None or pixels.size == 0:
+        raise FrameError(name, f"cannot decode this {info.format.upper()} file (damaged data)")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise FrameError(name, f"unsupported sample type {pixels.dtype} (use 8- or 16-bit images)")
+    exif = next((bytes(block) for kind, block in zip(types, blocks) if kind == cv2.IMAGE_METADATA_EXIF), None)
+    return Frame(name=name, pixels=pixels, exif=exif or None)
+
+
+def prefetching(sources: list[FrameSource], load: Callable[[FrameSource], Frame]) -> Iterator[tuple[int, Frame]]:
+    """Yield ``(index, frame)`` for ``sources`` in order, decoding the next frame while the caller works.
+
+    Decoding releases the GIL inside OpenCV, so one frame of look-ahead hides most of the load time while
+    holding at most two decoded frames in memory. A :class:`FrameError` surfaces when its frame is reached.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-loader") as loader:
+        pending = loader.submit(load, sources[0]) if sources else None
+        for position in range(len(sources)):
+            frame = pending.result()
+            pending = loader.submit(load, sources[position + 1]) if position + 1 < len(sources) else None
+            yield position, frame
+            del frame
