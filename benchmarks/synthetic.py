@@ -114,6 +114,25 @@ class FocalStack:
         """
         return self.homographies[index] @ np.linalg.inv(self.homographies[reference])
 
+    def camera_oracle(self, reference: int) -> np.ndarray:
+        """The best any stacker can do from the frames as written, in frame ``reference``'s geometry.
+
+        Each pixel comes from the frame whose focus plane is nearest the true depth there, brought into the
+        reference geometry with the *true* alignment. Unlike ``oracle`` (frames before warping and JPEG), it
+        carries the losses every stacker must live with: JPEG, noise, one resampling.
+        """
+        size = (self.truth.shape[1], self.truth.shape[0])
+        depth = self.in_frame_geometry(self.depth, reference, interpolation=cv2.INTER_NEAREST)
+        nearest = np.argmin(np.abs(depth[None] - self.focus_depths[:, None, None]), axis=0)
+        composite = np.empty_like(self.frames[reference])
+        for i, frame in enumerate(self.frames):
+            aligned = cv2.warpPerspective(
+                frame, self.true_alignment(i, reference), size,
+                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT,
+            )
+            composite[nearest == i] = aligned[nearest == i]
+        return composite
+
 
 def _warp(image: np.ndarray, homography: np.ndarray, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
     # Reflected borders: frames must not get black edges, which no camera writes.

@@ -61,14 +61,14 @@ class StackingSettings(_Section):
     )
     reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
     align_max_side: int = Field(1024, ge=256, le=8192, description="Alignment is estimated at this size (px).")
-    focus_measure: FocusMeasure = "tenengrad"
+    focus_measure: FocusMeasure = "sml"
     focus_window: int = Field(7, ge=3, le=21, description="Focus-measure window (odd, px at focus resolution).")
     focus_max_megapixels: float = Field(
         4.0, gt=0, le=100, description="Focus maps are computed on a grey copy downscaled to at most this size."
     )
     blend: BlendMethod = "guided_weighted"
     weight_power: float = Field(
-        4.0, gt=0, le=64, description="Weights are focus**power: higher picks the sharpest frame more decisively."
+        8.0, gt=0, le=64, description="Weights are focus**power: higher picks the sharpest frame more decisively."
     )
     sharpen: float = Field(0.0, ge=0, le=3, description="Unsharp-mask amount applied after blending.")
     output_format: Literal["jpg", "png", "tif"] = "jpg"

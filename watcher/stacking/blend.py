@@ -1,9 +1,9 @@
 """Blend stage: fold frames one at a time into running accumulators, so memory is flat in the frame count.
 
 Every blend is a reducer: ``add(pixels, score)`` once per aligned frame (any order), then ``result()``.
-``pixels`` is the aligned frame, (H, W, 3) uint8/uint16 BGR; ``score`` is its per-pixel log focus energy at full
-resolution, (H, W) float32, with pixels the frame does not cover set to :data:`UNCOVERED`. Results are float32
-(H, W, 3) in [0, 1].
+``pixels`` is the aligned frame, (H, W, 3) uint8/uint16 BGR; ``score`` is a :class:`ScoreMap`, its per-pixel log
+focus energy, with pixels the frame does not cover set to :data:`UNCOVERED`. Results are float32 (H, W, 3) in
+[0, 1].
 
 Weights are ``energy ** power`` = ``exp(power * score)``, normalised per pixel over the frames. They are
 accumulated as an *online softmax*: a running per-pixel maximum keeps ``exp`` in range, and earlier sums are
@@ -26,6 +26,45 @@ def _row_chunks(height: int):
         yield slice(start, min(start + _ROWS, height))
 
 
+class ScoreMap:
+    """A frame's score map at focus resolution, read at full resolution one strip of rows at a time.
+
+    Bilinear upsampling strip by strip gives exactly what one ``cv2.resize`` of the whole map would, without
+    ever holding the full-resolution map (64 MB per 16 MP frame).
+
+    Parameters
+    ----------
+    small : ndarray, shape (h, w), float32
+    shape : (H, W)
+        Full resolution, H >= h and W >= w.
+    """
+
+    def __init__(self, small: np.ndarray, shape: tuple[int, int]) -> None:
+        self.small = small
+        self.shape = shape
+
+    def rows(self, rows: slice) -> np.ndarray:
+        """Rows ``rows`` of the full-resolution map, (n, W) float32."""
+        small_h, small_w = self.small.shape
+        height, width = self.shape
+        if (small_h, small_w) == (height, width):
+            return self.small[rows]
+        # Same pixel-centre mapping and edge clamping as cv2.resize: vertical by hand, horizontal by OpenCV.
+        y = (np.arange(rows.start, rows.stop, dtype=np.float32) + 0.5) * np.float32(small_h / height) - 0.5
+        y = np.clip(y, 0, small_h - 1)
+        top = y.astype(np.intp)
+        bottom = np.minimum(top + 1, small_h - 1)
+        below = (y - top)[:, None]
+        strip = self.small[top] * (1 - below) + self.small[bottom] * below
+        return cv2.resize(strip, (width, strip.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+    def full(self) -> np.ndarray:
+        """The whole map at full resolution, (H, W) float32."""
+        if self.small.shape == self.shape:
+            return self.small
+        return cv2.resize(self.small, self.shape[::-1], interpolation=cv2.INTER_LINEAR)
+
+
 class SoftmaxAccumulator:
     """Per-pixel running ``sum_i exp(t_i) * v_i`` and ``sum_i exp(t_i)``, stabilised by a running max of ``t``.
 
@@ -40,6 +79,11 @@ class SoftmaxAccumulator:
         self.peak = np.full(shape, -np.inf, np.float32)
         self.den = np.zeros(shape, np.float32)
         self.num = np.zeros((*shape, channels), np.float32)
+        # Scratch for one strip of rows, reused: no allocation per strip, so no allocator churn.
+        rows = min(_ROWS, shape[0])
+        self._old = np.empty((rows, shape[1]), np.float32)
+        self._new = np.empty((rows, shape[1]), np.float32)
+        self._product = np.empty((rows, shape[1], channels), np.float32)
 
     def add(self, t: np.ndarray, values: np.ndarray, scale: float = 1.0) -> None:
         """Fold one frame: exponent ``t`` (h, w) and ``values`` (h, w, c) times ``scale``."""
@@ -47,16 +91,21 @@ class SoftmaxAccumulator:
             self.add_rows(rows, t[rows], values[rows], scale)
 
     def add_rows(self, rows: slice, t: np.ndarray, values: np.ndarray, scale: float = 1.0) -> None:
+        count = rows.stop - rows.start
         peak, den, num = self.peak[rows], self.den[rows], self.num[rows]
-        new_peak = np.maximum(peak, t)
-        old = np.exp(peak - new_peak)  # rescales what was summed under the old maximum (exp(-inf) = 0)
-        new = np.exp(t - new_peak)
+        old, new, product = self._old[:count], self._new[:count], self._product[:count]
+        np.copyto(old, peak)
+        np.maximum(peak, t, out=peak)
+        old -= peak  # old peak - new peak: -inf on the first frame
+        np.exp(old, out=old)  # rescales what was summed under the old maximum (exp(-inf) = 0)
+        np.subtract(t, peak, out=new)
+        np.exp(new, out=new)
         den *= old
         den += new
         num *= old[..., None]
         new *= np.float32(scale)
-        num += values * new[..., None]
-        peak[...] = new_peak
+        np.multiply(values, new[..., None], out=product)
+        num += product
 
     def result(self) -> np.ndarray:
         """Weighted mean, (h, w, c) float32; the accumulator's memory is reused for it."""
@@ -75,10 +124,10 @@ class WeightedBlend:
         self.power = np.float32(power)
         self.acc = SoftmaxAccumulator(shape, 3)
 
-    def add(self, pixels: np.ndarray, score: np.ndarray) -> None:
+    def add(self, pixels: np.ndarray, score: ScoreMap) -> None:
         scale = 1.0 / np.iinfo(pixels.dtype).max
-        for rows in _row_chunks(score.shape[0]):
-            self.acc.add_rows(rows, score[rows] * self.power, pixels[rows], scale)
+        for rows in _row_chunks(pixels.shape[0]):
+            self.acc.add_rows(rows, score.rows(rows) * self.power, pixels[rows], scale)
 
     def result(self) -> np.ndarray:
         return self.acc.result()
@@ -98,11 +147,11 @@ class DirectMapBlend:
         self.best: np.ndarray | None = None
         self.second: np.ndarray | None = None
 
-    def add(self, pixels: np.ndarray, score: np.ndarray) -> None:
+    def add(self, pixels: np.ndarray, score: ScoreMap) -> None:
         if self.best is None:
             self.best, self.second = pixels.copy(), pixels.copy()
-        for rows in _row_chunks(score.shape[0]):
-            s, px = score[rows], pixels[rows]
+        for rows in _row_chunks(pixels.shape[0]):
+            s, px = score.rows(rows), pixels[rows]
             best_s, second_s = self.best_score[rows], self.second_score[rows]
             best, second = self.best[rows], self.second[rows]
             better = s > best_s
@@ -147,8 +196,9 @@ class PyramidBlend:
         """Levels down to a ~16 px coarsest image (at most 10)."""
         return max(1, min(10, int(np.log2(min(shape) / 16)) + 1))
 
-    def add(self, pixels: np.ndarray, score: np.ndarray) -> None:
+    def add(self, pixels: np.ndarray, score_map: ScoreMap) -> None:
         gaussian = pixels.astype(np.float32) * np.float32(1.0 / np.iinfo(pixels.dtype).max)
+        score = score_map.full()
         for index, acc in enumerate(self.levels):
             if index + 1 < len(self.levels):
                 smaller = cv2.pyrDown(gaussian)
@@ -183,19 +233,50 @@ class LumaChromaBlend:
         self.luma = SoftmaxAccumulator(shape, 1)
         self.chroma = SoftmaxAccumulator(shape, 2)
 
-    def add(self, pixels: np.ndarray, score: np.ndarray) -> None:
+    def add(self, pixels: np.ndarray, score: ScoreMap) -> None:
         scale = np.float32(1.0 / np.iinfo(pixels.dtype).max)
-        for rows in _row_chunks(score.shape[0]):
-            ycc = cv2.cvtColor(pixels[rows].astype(np.float32) * scale, cv2.COLOR_BGR2YCrCb)
-            t = score[rows] * self.power
+        for rows in _row_chunks(pixels.shape[0]):
+            ycc = _luma_chroma(pixels[rows].astype(np.float32) * scale)
+            t = score.rows(rows) * self.power
             self.luma.add_rows(rows, t, ycc[..., :1])
             t *= np.float32(CHROMA_SHARPNESS)
             self.chroma.add_rows(rows, t, ycc[..., 1:])
 
     def result(self) -> np.ndarray:
-        ycc = np.concatenate([self.luma.result(), self.chroma.result()], axis=2)
+        luma, chroma = self.luma.result(), self.chroma.result()
         self.luma = self.chroma = None  # type: ignore[assignment]
-        return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
+        return _bgr(luma, chroma)
+
+
+# BT.601 luma with unscaled colour differences: an exact inverse in float32 (OpenCV's YCrCb coefficients are
+# rounded to three decimals and would cost 16-bit results up to ~17 levels).
+_KR, _KG, _KB = 0.299, 0.587, 0.114
+
+
+def _luma_chroma(bgr: np.ndarray) -> np.ndarray:
+    """(n, w, 3) BGR -> (n, w, 3) [Y, B - Y, R - Y], float32."""
+    out = np.empty_like(bgr)
+    luma = out[..., 0]
+    np.multiply(bgr[..., 2], np.float32(_KR), out=luma)
+    luma += bgr[..., 1] * np.float32(_KG)
+    luma += bgr[..., 0] * np.float32(_KB)
+    np.subtract(bgr[..., 0], luma, out=out[..., 1])
+    np.subtract(bgr[..., 2], luma, out=out[..., 2])
+    return out
+
+
+def _bgr(luma: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_luma_chroma`: luma (h, w, 1) and chroma (h, w, 2) -> (h, w, 3) BGR float32."""
+    y = luma[..., 0]
+    out = np.empty((*y.shape, 3), np.float32)
+    blue, red = out[..., 0], out[..., 2]
+    np.add(y, chroma[..., 0], out=blue)
+    np.add(y, chroma[..., 1], out=red)
+    green = out[..., 1]
+    np.subtract(y, red * np.float32(_KR), out=green)
+    green -= blue * np.float32(_KB)
+    green /= np.float32(_KG)
+    return out
 
 
 def make_blend(method: str, shape: tuple[int, int], power: float):

@@ -71,10 +71,20 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
         Regularisation in squared guide units: edges with variance well above ``eps`` are kept.
     """
     box = (2 * radius + 1, 2 * radius + 1)
+    # Written in place where possible: this runs on a 4 MP map per frame and its temporaries set the
+    # pipeline's peak memory.
     mean_i = cv2.boxFilter(guide, -1, box)
     mean_p = cv2.boxFilter(source, -1, box)
-    cov_ip = cv2.boxFilter(guide * source, -1, box) - mean_i * mean_p
-    var_i = cv2.boxFilter(guide * guide, -1, box) - mean_i * mean_i
-    a = cov_ip / (var_i + eps)
-    b = mean_p - a * mean_i
-    return cv2.boxFilter(a, -1, box) * guide + cv2.boxFilter(b, -1, box)
+    a = cv2.boxFilter(guide * source, -1, box)
+    a -= mean_i * mean_p  # covariance of guide and source
+    var_i = cv2.boxFilter(guide * guide, -1, box)
+    var_i -= mean_i * mean_i
+    var_i += np.float32(eps)
+    a /= var_i
+    del var_i
+    mean_p -= a * mean_i  # b
+    del mean_i
+    out = cv2.boxFilter(a, -1, box)
+    out *= guide
+    out += cv2.boxFilter(mean_p, -1, box)
+    return out

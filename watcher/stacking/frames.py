@@ -120,7 +120,7 @@ def prefetching(sources: list[FrameSource], load: Callable[[FrameSource], Frame]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-loader") as loader:
         pending = loader.submit(load, sources[0]) if sources else None
         for position in range(len(sources)):
-            frame = pending.result()
+            ready = [pending.result()]
             pending = loader.submit(load, sources[position + 1]) if position + 1 < len(sources) else None
-            yield position, frame
-            del frame
+            # Hand the frame over without keeping a reference here, so the caller can free it early.
+            yield position, ready.pop()

@@ -1,0 +1,94 @@
+"""Whole-process wall time and peak RSS of `focus-watcher stack` on 16 MP stacks (4656x3496, IMX519 size).
+
+    uv run python -m benchmarks.speed [--frames 10,30] [--against REV] [--repeat N]
+
+Frames are rendered once by benchmarks/synthetic.py and cached in benchmarks/out/. Each run is a fresh process
+measured by /usr/bin/time -v (wall clock, maximum resident set size). With ``--against REV`` the same runs are
+made with the code of git revision REV (checked out in a temporary worktree, same interpreter), interleaved with
+the current code, so both are measured under the same machine noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+SIZE = (4656, 3496)
+
+
+def cached_stack(frames: int) -> list[Path]:
+    """JPEG frames of a 16 MP synthetic stack with ``frames`` frames (rendered on first use)."""
+    folder = OUT / f"stack-16mp-{frames}"
+    paths = sorted(folder.glob("*.jpg"))
+    if len(paths) == frames:
+        return paths
+    from benchmarks.synthetic import make_focal_stack, write_stack
+
+    print(f"rendering a 16 MP x {frames} synthetic stack into {folder} (once) ...", file=sys.stderr, flush=True)
+    stack = make_focal_stack("coffee_tilt", size=SIZE, n_frames=frames)
+    return write_stack(stack, folder)
+
+
+def measure(code: Path, frames: list[Path], output: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one `focus-watcher stack` process running the code under ``code``."""
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "watcher.cli", "stack", *map(str, frames),
+               "-o", str(output), *extra]
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=code)
+    if done.returncode != 0:
+        raise RuntimeError(f"stack failed ({code}): {done.stderr.strip()[-500:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", done.stderr)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    hours, minutes, seconds = wall.groups()
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds), int(rss.group(1)) / 1024
+
+
+@contextmanager
+def worktree(revision: str):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rev"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), revision],
+                       check=True, capture_output=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", default="10,30", help="comma-separated frame counts")
+    parser.add_argument("--against", metavar="REV", help="also measure git revision REV (e.g. HEAD~1)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("extra", nargs="*", help="extra flags for `focus-watcher stack` (after --)")
+    args = parser.parse_args(argv)
+    stacks = {n: cached_stack(n) for n in (int(v) for v in args.frames.split(","))}
+    with tempfile.TemporaryDirectory() as tmp, (worktree(args.against) if args.against else _none()) as old:
+        codes = [("current", REPO)] + ([(args.against, old)] if old else [])
+        rows = []
+        for count, frames in stacks.items():
+            for _ in range(args.repeat):
+                for label, code in codes:
+                    wall, rss = measure(code, frames, Path(tmp) / "out.jpg", args.extra)
+                    rows.append((label, count, wall, rss))
+                    print(f"  {label:10} 16 MP x {count:2}: {wall:6.1f} s  {rss:6.0f} MiB", file=sys.stderr, flush=True)
+    print(f"\n{'code':10} {'stack':>12} {'wall s':>8} {'peak RSS MiB':>13}")
+    for label, count, wall, rss in rows:
+        print(f"{label:10} {f'16MP x {count}':>12} {wall:8.1f} {rss:13.0f}")
+
+
+@contextmanager
+def _none():
+    yield None
+
+
+if __name__ == "__main__":
+    main()
