@@ -40,11 +40,23 @@ def _physical_memory_bytes() -> int:
 
 
 def _cgroup_memory_limit_bytes() -> int | None:
+    """The tightest memory.max/memory.high of our cgroup v2 (e.g. systemd's MemoryMax=), None if unlimited."""
     try:
-        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    group = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if group is None:
+        return None
+    limits = []
+    for name in ("memory.max", "memory.high"):
+        try:
+            text = (Path("/sys/fs/cgroup") / group.lstrip("/") / name).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
 class _Section(BaseModel):
@@ -93,8 +105,18 @@ class NamingSettings(_Section):
     """How file names are grouped into stacks."""
 
     mode: Literal["auto", "fixed", "regex"] = "auto"
-    stack_size: int | None = Field(None, ge=1, le=999, description="Frames per stack: required for mode=fixed.")
-    pattern: str | None = Field(None, description="mode=regex: named groups 'stack' and 'frame', optional 'scan'.")
+    stack_size: int | None = Field(
+        None,
+        ge=1,
+        le=999,
+        description="Frames per stack: required for mode=fixed; for auto/regex the expected count when the "
+        "scan's scan.json does not give one.",
+    )
+    pattern: str | None = Field(
+        None,
+        description="mode=regex: matched (fullmatch) against the file name without extension; named groups "
+        "'stack' and 'frame', optional 'scan'.",
+    )
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
     @field_validator("pattern")
