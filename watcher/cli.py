@@ -54,10 +54,67 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flag(stack)
     stack.set_defaults(handler=_cmd_stack)
 
+    run = commands.add_parser("run", help="watch the hot folder and stack every stack as it completes")
+    _add_daemon_flags(run)
+    run.set_defaults(handler=_cmd_run, once=False)
+
+    once = commands.add_parser("once", help="stack everything complete now, then exit (cron, scripts)")
+    _add_daemon_flags(once)
+    once.set_defaults(handler=_cmd_run, once=True)
+
+    status = commands.add_parser("status", help="done/failed/pending counts and the last errors")
+    _add_daemon_flags(status)
+    status.add_argument("--json", action="store_true", help="print the summary as JSON")
+    status.set_defaults(handler=_cmd_status)
+
     config = commands.add_parser("config", help="validate and print the effective settings")
-    _add_config_flag(config)
+    _add_daemon_flags(config)
     config.set_defaults(handler=_cmd_config)
     return parser
+
+
+def _add_daemon_flags(parser: argparse.ArgumentParser) -> None:
+    _add_config_flag(parser)
+    parser.add_argument("--hot", dest="hot_folder", type=Path, help="folder to watch (default ./hot)")
+    parser.add_argument("--results", dest="results_folder", type=Path, help="results folder (default ./results)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: cores - 1)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def _daemon_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for key in ("hot_folder", "results_folder"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.workers is not None:
+        overrides["workers"] = {"count": args.workers}
+    if args.log_level is not None:
+        overrides["logging"] = {"level": args.log_level}
+    return load_settings(args.config, overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from watcher.log import configure_logging
+    from watcher.service.daemon import Daemon
+    from watcher.service.results import LOG_NAME
+
+    settings = _daemon_settings(args)
+    settings.results_folder.mkdir(parents=True, exist_ok=True)
+    configure_logging(settings.logging, settings.results_folder / LOG_NAME)
+    return Daemon(settings, once=args.once).run()
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from watcher.service.status import summarize
+
+    summary = summarize(_daemon_settings(args))
+    if args.json:
+        print(json.dumps(summary.__dict__, indent=2))
+        return 0
+    print(f"done {summary.done}  failed {summary.failed}  pending {summary.pending}  unplaced files {summary.unplaced}")
+    for finished_at, stack, error in summary.last_errors:
+        print(f"  {finished_at}  {stack}: {error}")
+    return 0
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +163,7 @@ def _terminal_progress(stage: str, done: int, total: int) -> None:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    settings: Settings = load_settings(args.config)
+    settings = _daemon_settings(args)
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     return 0
 

@@ -168,6 +168,9 @@ class WorkerSettings(_Section):
     )
     stack_timeout_seconds: float = Field(1800.0, gt=0, description="A stack running longer than this is killed.")
     retries: int = Field(1, ge=0, le=10, description="Extra attempts for a stack whose worker died.")
+    stop_grace_seconds: float = Field(
+        60.0, ge=0, description="On SIGTERM, running stacks may finish for this long (keep below TimeoutStopSec)."
+    )
 
 
 class ObserverSettings(_Section):

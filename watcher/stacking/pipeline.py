@@ -88,6 +88,25 @@ def return_freed_memory_promptly() -> None:
         pass
 
 
+# Peak resident bytes per pixel of one frame, measured with benchmarks/speed.py at 16 MP x 10 and x 30 (the same:
+# memory is flat in the frame count), 8-bit frames; 16-bit frames add the extra bytes of the ~3 frames in flight.
+_BYTES_PER_PIXEL = {
+    "weighted": 34,
+    "guided_weighted": 36,
+    "direct_map": 29,
+    "laplacian_pyramid": 71,
+    "luma_weighted_chroma_pick": 43,
+}
+_EXTRA_BYTES_PER_PIXEL_16_BIT = 10
+_PROCESS_BASE_BYTES = 120 << 20  # interpreter, numpy, OpenCV
+
+
+def estimate_peak_bytes(width: int, height: int, bits: int, settings: StackingSettings) -> int:
+    """Peak resident memory of :func:`stack` for frames of ``width`` x ``height`` px, with a 15 % margin."""
+    per_pixel = _BYTES_PER_PIXEL[settings.blend] + (_EXTRA_BYTES_PER_PIXEL_16_BIT if bits > 8 else 0)
+    return _PROCESS_BASE_BYTES + int(width * height * per_pixel * 1.15)
+
+
 def reference_index(count: int, reference: str) -> int:
     """Index of the reference frame: ``first`` or the ``middle`` one (lower middle for even counts)."""
     return 0 if reference == "first" else (count - 1) // 2

@@ -31,13 +31,15 @@ class ImageInfo:
         return self.width * self.height
 
 
-def probe_image(data: bytes | memoryview) -> ImageInfo:
+def probe_image(data: bytes | memoryview, *, whole_file: bool = True) -> ImageInfo:
     """Size and bit depth of an encoded JPEG, PNG or TIFF image.
 
     Parameters
     ----------
     data : bytes
-        The whole encoded file (JPEG completeness is checked at its end).
+        The encoded file: all of it, or (``whole_file=False``) its first few hundred KiB.
+    whole_file : bool
+        Check that a JPEG ends with its end-of-image marker (needs the whole file).
 
     Raises
     ------
@@ -47,7 +49,7 @@ def probe_image(data: bytes | memoryview) -> ImageInfo:
     head = bytes(data[:8])
     if head.startswith(b"\xff\xd8"):
         info = _probe_jpeg(data)
-        if not jpeg_is_complete(data):
+        if whole_file and not jpeg_is_complete(data):
             raise ProbeError("truncated JPEG: no end-of-image marker (FF D9)")
         return info
     if head == _PNG_SIGNATURE:
@@ -60,8 +62,16 @@ def probe_image(data: bytes | memoryview) -> ImageInfo:
 
 
 def jpeg_is_complete(data: bytes | memoryview) -> bool:
-    """True if the JPEG ends with its end-of-image marker FF D9 (zero padding after it is allowed)."""
+    """True if the JPEG ends with its end-of-image marker FF D9 (zero padding after it is allowed).
+
+    ``data`` may be just the file's last few KiB.
+    """
     return bytes(data[-4096:]).rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
+def png_is_complete(data: bytes | memoryview) -> bool:
+    """True if the PNG ends with its IEND chunk (``data`` may be just the file's tail)."""
+    return bytes(data[-12:]) == b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def _probe_jpeg(data: bytes | memoryview) -> ImageInfo:

@@ -1,0 +1,169 @@
+"""Noticing files: watchdog events, a full walk of the hot folder, and one cheap look at a file.
+
+Nothing here decides anything. Event handlers run on watchdog's thread and only put raw paths on a queue; the
+daemon's loop turns them into looks (:meth:`HotFolder.look`) and tells the tracker. A walk of the whole folder at
+start-up and every ``rescan_seconds`` covers what events miss: files already there, inotify queue overflows
+(dropped silently), and network shares, where writes from other hosts raise no events.
+
+What is trusted: only regular files and folders *inside* the hot folder. Symlinks (to files or folders) are
+never followed, so nothing outside the hot folder is read; hidden folders, OpenScan's ``metadata`` and
+``stacked`` folders, and the results folder (when it lies inside, as with the openscan layout) are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserverVFS
+
+from watcher.service.naming import is_candidate, is_scan_archive
+from watcher.service.results import OPENSCAN_FOLDER
+from watcher.service.tracker import FileState
+from watcher.stacking.probe import jpeg_is_complete, png_is_complete
+
+SCAN_JSON = "scan.json"
+_SKIPPED_FOLDERS = {OPENSCAN_FOLDER, "metadata"}
+_TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Found:
+    """A file the walk or an event pointed at, placed in its scan namespace."""
+
+    kind: str  # "frame" | "archive" | "scan_json"
+    scan: str  # POSIX path of its folder relative to the hot folder ("" at the top); for an archive, its own path
+    name: str
+    path: Path
+
+
+class HotFolder:
+    """The watched folder: what counts as a frame, where it belongs, and a look at it."""
+
+    def __init__(self, root: Path, extensions: tuple[str, ...], exclude: Path | None = None) -> None:
+        self.root = root.resolve()
+        self.extensions = extensions
+        self.exclude = exclude.resolve() if exclude is not None else None
+
+    def walk(self, below: Path | None = None) -> Iterator[Found]:
+        """Every frame, scan archive and scan.json under the hot folder (or under ``below``), symlinks skipped."""
+        start = below if below is not None else self.root
+        for folder, dirs, files in os.walk(start, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if self._walkable(Path(folder, d)))
+            for name in files:
+                found = self.locate(Path(folder, name))
+                if found is not None:
+                    yield found
+
+    def locate(self, path: Path) -> Found | None:
+        """Classify ``path`` (absolute, inside the hot folder), or None if it is none of our business."""
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return None
+        parts = relative.parts
+        if not parts or any(not self._walkable_name(p) for p in parts[:-1]) or self._excluded(path):
+            return None
+        scan, name = "/".join(parts[:-1]), parts[-1]
+        if name == SCAN_JSON:
+            return Found("scan_json", scan, name, path)
+        if is_scan_archive(name):
+            return Found("archive", "/".join(parts), name, path)
+        if is_candidate(name, self.extensions):
+            return Found("frame", scan, name, path)
+        return None
+
+    def look(self, path: Path, previous: FileState | None = None) -> FileState | None:
+        """Size, mtime and end-marker check of a regular file; None if it is gone or is not a regular file.
+
+        The file's tail is read only when its size or mtime differ from ``previous``: a rescan of thousands of
+        unchanged frames then costs one ``lstat`` each, not a read from the SD card.
+        """
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        unchanged = previous is not None and (previous.size, previous.mtime_ns) == (info.st_size, info.st_mtime_ns)
+        return FileState(
+            size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            complete=previous.complete if unchanged else _has_end_marker(path, info.st_size),
+            age=max(0.0, time.time() - info.st_mtime),
+        )
+
+    def _walkable(self, folder: Path) -> bool:
+        return self._walkable_name(folder.name) and not folder.is_symlink() and not self._excluded(folder)
+
+    @staticmethod
+    def _walkable_name(name: str) -> bool:
+        return not name.startswith(".") and name not in _SKIPPED_FOLDERS
+
+    def _excluded(self, path: Path) -> bool:
+        return self.exclude is not None and (path == self.exclude or self.exclude in path.parents)
+
+
+def archive_members(path: Path) -> list[zipfile.ZipInfo] | None:
+    """Members of a scan zip (flat ones only), or None while it is not a readable zip (still being written)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [m for m in archive.infolist() if not m.is_dir() and "/" not in m.filename.strip("/")]
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _has_end_marker(path: Path, size: int) -> bool:
+    suffix = path.suffix.lower()
+    if suffix not in (".jpg", ".jpeg", ".png") or size == 0:
+        return suffix not in (".jpg", ".jpeg", ".png")
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read(_TAIL_BYTES)
+    except OSError:
+        return False
+    return png_is_complete(tail) if suffix == ".png" else jpeg_is_complete(tail)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "created" | "modified" | "closed" | "deleted" | "moved"
+    path: Path
+    is_directory: bool
+
+
+class _Forward(FileSystemEventHandler):
+    """Runs on watchdog's thread: only queues the raw event (never does work there)."""
+
+    def __init__(self, events: queue.Queue[Event]) -> None:
+        self.events = events
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind == "moved":
+            self.events.put(Event("deleted", Path(os.fsdecode(event.src_path)), event.is_directory))
+            self.events.put(Event("created", Path(os.fsdecode(event.dest_path)), event.is_directory))
+        elif kind in ("created", "modified", "closed", "deleted"):
+            self.events.put(Event(kind, Path(os.fsdecode(event.src_path)), event.is_directory))
+
+
+def start_watching(root: Path, mode: str, poll_interval: float, events: queue.Queue[Event]):
+    """Start a recursive watchdog observer (inotify, or polling for network shares) feeding ``events``."""
+    if mode == "polling":
+        # lstat: a symlinked folder is seen as a link, not walked into (it may point anywhere, even "/").
+        observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=poll_interval)
+    else:
+        observer = Observer()
+    observer.schedule(_Forward(events), str(root), recursive=True)
+    observer.daemon = True
+    observer.start()
+    return observer

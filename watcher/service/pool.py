@@ -1,0 +1,141 @@
+"""A bounded pool of worker processes: one process per stack, admitted under a memory budget.
+
+One process per stack, forked from a forkserver that has numpy and OpenCV loaded, rather than a
+``ProcessPoolExecutor``: when the OOM killer (or anyone) kills a worker, only that stack is affected -- an
+executor would break and fail every pending job -- and each stack starts with fresh memory, so nothing leaks
+from one stack into the next over a night.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+
+from watcher.service.worker import JobSpec, run
+
+_FORKSERVER_PRELOAD = ["watcher.service.worker"]
+
+
+@dataclass
+class Job:
+    spec: JobSpec
+    estimate_bytes: int
+    attempt: int = 1
+    context: dict = field(default_factory=dict)  # the daemon's bookkeeping, returned untouched
+
+
+@dataclass
+class Finished:
+    job: Job
+    kind: str  # "ok" | "failed" | "unwritable" | "died" | "timeout"
+    record: dict | None
+    message: str | None
+    seconds: float
+
+
+@dataclass
+class _Running:
+    job: Job
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    started: float
+    outcome: tuple | None = None
+
+
+def _context():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_FORKSERVER_PRELOAD)
+    return context
+
+
+class WorkerPool:
+    """Runs at most ``workers`` stacks at once, with estimated peaks summing to at most ``budget_bytes``."""
+
+    def __init__(self, workers: int, budget_bytes: int, timeout_seconds: float) -> None:
+        self.workers = workers
+        self.budget = budget_bytes
+        self.timeout = timeout_seconds
+        self._context = _context()
+        self._running: list[_Running] = []
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def committed_bytes(self) -> int:
+        return sum(r.job.estimate_bytes for r in self._running)
+
+    def has_room_for(self, estimate_bytes: int) -> bool:
+        """A free worker, and the estimate fits the budget (an idle pool always takes one stack)."""
+        if len(self._running) >= self.workers:
+            return False
+        return not self._running or self.committed_bytes + estimate_bytes <= self.budget
+
+    def start(self, job: Job) -> None:
+        receive, send = self._context.Pipe(duplex=False)
+        process = self._context.Process(target=run, args=(job.spec, send), name=f"stack {job.spec.stack}")
+        process.start()
+        send.close()
+        self._running.append(_Running(job, process, receive, time.monotonic()))
+
+    def collect(self, timeout: float = 0.0) -> list[Finished]:
+        """Finished stacks (waiting up to ``timeout`` s for the first); kills stacks past the timeout."""
+        if not self._running:
+            if timeout:
+                time.sleep(timeout)
+            return []
+        wait([r.process.sentinel for r in self._running] + [r.conn for r in self._running], timeout)
+        finished = []
+        now = time.monotonic()
+        for running in list(self._running):
+            self._receive(running)
+            if running.process.is_alive() and now - running.started > self.timeout:
+                running.process.kill()
+                running.process.join()
+                finished.append(self._finish(running, "timeout", None, f"timed out after {self.timeout:.0f} s"))
+            elif not running.process.is_alive():
+                running.process.join()
+                self._receive(running)
+                finished.append(self._result(running))
+        return finished
+
+    def shutdown(self, grace_seconds: float) -> list[Finished]:
+        """Let running stacks finish for up to ``grace_seconds``, then kill the rest (reported as "died")."""
+        finished = []
+        deadline = time.monotonic() + grace_seconds
+        while self._running and time.monotonic() < deadline:
+            finished += self.collect(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+        for running in list(self._running):
+            running.process.kill()
+            running.process.join()
+            finished.append(self._finish(running, "died", None, "stopped: the daemon shut down"))
+        return finished
+
+    def _receive(self, running: _Running) -> None:
+        if running.outcome is None and running.conn.poll():
+            try:
+                running.outcome = running.conn.recv()
+            except (EOFError, OSError):
+                pass
+
+    def _result(self, running: _Running) -> Finished:
+        if running.outcome is not None:
+            kind, payload = running.outcome
+            if kind == "ok":
+                return self._finish(running, "ok", payload, None)
+            return self._finish(running, kind, None, payload)
+        code = running.process.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            hint = " (likely the kernel's OOM killer)" if -code == signal.SIGKILL else ""
+            return self._finish(running, "died", None, f"worker killed by {name}{hint}")
+        return self._finish(running, "died", None, f"worker exited with status {code} without a result")
+
+    def _finish(self, running: _Running, kind: str, record: dict | None, message: str | None) -> Finished:
+        self._running.remove(running)
+        running.conn.close()
+        return Finished(running.job, kind, record, message, time.monotonic() - running.started)
