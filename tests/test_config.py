@@ -1,0 +1,62 @@
+"""Settings: sources and their priority, the example file, and errors that name the key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from watcher.config import ConfigError, Settings, load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+
+
+def test_example_config_loads_and_states_the_real_defaults():
+    example = load_settings(EXAMPLE)
+    assert example.model_dump() == Settings().model_dump()
+
+
+def test_example_config_documents_every_key():
+    text = EXAMPLE.read_text()
+    data = tomllib.loads(text)
+    for name in Settings.model_fields:
+        section = type(getattr(Settings(), name))
+        if hasattr(section, "model_fields"):
+            for key in section.model_fields:
+                assert key in data.get(name, {}) or f"# {key} =" in text, f"{name}.{key} undocumented"
+        else:
+            assert name in data
+
+
+def test_priority_file_then_environment_then_flags(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text('[stacking]\nblend = "weighted"\nfocus_window = 9\nsharpen = 0.5\n')
+    monkeypatch.setenv("FOCUS_WATCHER_STACKING__FOCUS_WINDOW", "11")
+    monkeypatch.setenv("FOCUS_WATCHER_STACKING__SHARPEN", "1.0")
+    settings = load_settings(config, {"stacking": {"sharpen": 2.0}})
+    assert settings.stacking.blend == "weighted"  # file
+    assert settings.stacking.focus_window == 11  # environment beats file
+    assert settings.stacking.sharpen == 2.0  # flags beat environment
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[stacking]\nfocus_window = 8\n', "stacking.focus_window: must be odd (got 8)"),
+    ('[stacking]\ncolour = 1\n', "stacking.colour: unknown key"),
+    ('[naming]\nmode = "fixed"\n', "naming: mode 'fixed' needs naming.stack_size"),
+    ('[naming]\nmode = "regex"\npattern = "(?P<stack>a)"\n', "naming.pattern: needs the named groups ['frame']"),
+    ('hot_folder = "x"\nresults_folder = "x/results"\n', "results_folder must not be inside hot_folder"),
+    ('[workers]\ncount = 0\n', "workers.count: Input should be greater than or equal to 1"),
+    ('[stacking\n', "c.toml"),
+])
+def test_bad_settings_fail_naming_the_key(tmp_path, toml, message):
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError) as error:
+        load_settings(config)
+    assert message in str(error.value)
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
