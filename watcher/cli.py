@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the summary as JSON")
     status.set_defaults(handler=_cmd_status)
 
+    doctor = commands.add_parser("doctor", help="check this machine's setup: folders, inotify, disk, memory, heat")
+    _add_daemon_flags(doctor)
+    doctor.set_defaults(handler=_cmd_doctor)
+
     config = commands.add_parser("config", help="validate and print the effective settings")
     _add_daemon_flags(config)
     config.set_defaults(handler=_cmd_config)
@@ -102,6 +109,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings.results_folder.mkdir(parents=True, exist_ok=True)
     configure_logging(settings.logging, settings.results_folder / LOG_NAME)
     return Daemon(settings, once=args.once).run()
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from watcher.doctor import print_report, run_checks
+
+    return print_report(run_checks(_daemon_settings(args)))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
