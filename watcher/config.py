@@ -223,10 +223,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _results_outside_hot(self) -> Settings:
-        # Writing results inside the watched tree would make the daemon re-process its own outputs.
+        # Writing results inside the watched tree would make the daemon re-process its own outputs. The openscan
+        # layout is the exception: it writes into the scans' own "stacked" folders, which are never watched.
         hot, results = self.hot_folder.resolve(), self.results_folder.resolve()
-        if results == hot or hot in results.parents:
-            raise ValueError("results_folder must not be inside hot_folder")
+        if self.results.layout != "openscan" and (results == hot or hot in results.parents):
+            raise ValueError("results_folder must not be inside hot_folder (except with results.layout = openscan)")
         return self
 
     @classmethod

@@ -32,8 +32,11 @@ def configure_logging(settings: LoggingSettings, log_file: Path | None) -> None:
     handlers.append(stderr)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        # delay: opened at the first line, so a read-only or full results folder does not stop the daemon
+        # from starting; lines that cannot be written are dropped (raiseExceptions below), stderr still has them.
         rotating = logging.handlers.RotatingFileHandler(
-            log_file, maxBytes=settings.file_max_bytes, backupCount=settings.file_backups, encoding="utf-8"
+            log_file, maxBytes=settings.file_max_bytes, backupCount=settings.file_backups, encoding="utf-8",
+            delay=True,
         )
         rotating.setFormatter(_formatter(_json()))
         handlers.append(rotating)
@@ -44,6 +47,7 @@ def configure_logging(settings: LoggingSettings, log_file: Path | None) -> None:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(settings.level.upper())
+    logging.raiseExceptions = False  # a log line that cannot be written must never take the daemon down
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

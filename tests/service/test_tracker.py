@@ -111,6 +111,16 @@ def test_next_stack_started_scan_ended_and_timeout(clock):
     assert ids(tracker)["s/pos2"] == "timeout"
 
 
+def test_with_a_known_count_a_short_stack_waits_for_the_timeout_not_the_next_stack(clock):
+    tracker = make(clock, stack_size=3)
+    tracker.observe("s", "pos1_f0.jpg", state(mtime=10))  # frames 1 and 2 not seen yet (events dropped)
+    tracker.observe("s", "pos2_f0.jpg", state(mtime=20))
+    settle(tracker, clock)
+    assert tracker.ready() == []
+    settle(tracker, clock, TIMEOUT)
+    assert ids(tracker) == {"s/pos1": "timeout", "s/pos2": "timeout"}
+
+
 def test_openscan3_scan_json_gives_the_count(clock):
     tracker = make(clock)
     tracker.set_scan_info("p/scan01", ScanInfo(focus_stacks=3, status="running"))

@@ -81,7 +81,7 @@ def test_a_bad_frame_fails_the_stack_naming_it(pcb_stack, tmp_path, damage, mess
 
 
 def test_mismatched_frames_are_refused(pcb_stack, ring_stack, tmp_path):
-    with pytest.raises(FrameError, match="step0.jpg: size 1521x1141 differs from the reference's 2048x1536"):
+    with pytest.raises(FrameError, match="step0.jpg: size 1521x1141 differs from the reference pcb_001.jpg's 2048x1536"):
         stack([pcb_stack[0], ring_stack[0], pcb_stack[1]], StackingSettings(reference="first"))
     sixteen = tmp_path / "deep.png"
     cv2.imwrite(str(sixteen), cv2.imread(str(pcb_stack[1])).astype(np.uint16) * 257)

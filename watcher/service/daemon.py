@@ -20,7 +20,7 @@ import structlog
 from watcher.config import Settings
 from watcher.service.naming import ScanInfo, parse_scan_json
 from watcher.service.notify import SystemdNotifier
-from watcher.service.observer import Event, Found, HotFolder, archive_members, start_watching
+from watcher.service.observer import Event, Found, HotFolder, archive_members, excluded_results, start_watching
 from watcher.service.pool import Finished, Job, WorkerPool
 from watcher.service.results import ResultStore, UnsafePathError, build_record
 from watcher.service.tracker import FileState, ReadyStack, StackTracker
@@ -54,7 +54,7 @@ class Daemon:
         self.results = settings.results_folder.resolve()
         self.hot.mkdir(parents=True, exist_ok=True)
         self.results.mkdir(parents=True, exist_ok=True)
-        self.folder = HotFolder(self.hot, settings.naming.extensions, exclude=self.results)
+        self.folder = HotFolder(self.hot, settings.naming.extensions, exclude=excluded_results(settings))
         self.store = ResultStore(self.results, settings.results, settings.stacking.output_format)
         self.tracker = StackTracker(settings.naming, settings.completeness)
         self.pool = WorkerPool(settings.workers.count, settings.workers.memory_budget_mb << 20,
@@ -101,10 +101,10 @@ class Daemon:
         return self._shutdown(observer)
 
     def _stop(self, signum: int, _frame) -> None:
-        if not self.stopping:
+        first, self.stopping = not self.stopping, True  # flag first: a second signal may interrupt the log call
+        if first:
             log.info("daemon.stopping", signal=signal.Signals(signum).name, running=self.pool.running,
                      queued=len(self.queue))
-        self.stopping = True
 
     def _shutdown(self, observer) -> int:
         self.notifier.stopping(f"finishing {self.pool.running} running stacks")
@@ -149,13 +149,14 @@ class Daemon:
             event = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
         except queue.Empty:
             return
+        walk_all = False
         while True:
-            if event.is_directory:
+            if event.kind == "overflow" or (event.is_directory and event.kind == "deleted"):
+                walk_all = True  # events were lost, or a whole folder went: one walk after the batch
+            elif event.is_directory:
                 if event.kind == "created" and event.path.is_dir() and not event.path.is_symlink():
                     for found in self.folder.walk(below=event.path):
                         self._take(found, writing=None)
-                elif event.kind == "deleted":
-                    self.rescan()
             else:
                 found = self.folder.locate(event.path)
                 if found is not None:
@@ -165,7 +166,10 @@ class Daemon:
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
-                return
+                break
+        if walk_all:
+            log.info("observer.rescan", reason="events lost (inotify queue overflow) or a folder removed")
+            self.rescan()
 
     def _take(self, found: Found, writing: bool | None) -> None:
         if found.kind == "frame":
@@ -292,6 +296,9 @@ class Daemon:
             record = build_record(ready.stack, ready.signature, status="ok", reason=ready.reason,
                                   attempts=job.attempt, started_at=started, finished_at=now,
                                   output=job.spec.image.relative_to(self.results), engine=finished.record)
+            if ready.expected is not None and len(ready.frames) != ready.expected:
+                record["warnings"].append(f"{len(ready.frames)} frames where {ready.expected} were expected "
+                                          f"(complete because: {ready.reason})")
             if self._write(ready, record):
                 self.counts["done"] += 1
                 log.info("stack.done", stack=job.spec.stack, seconds=round(finished.seconds, 2),

@@ -12,6 +12,7 @@ never followed, so nothing outside the hot folder is read; hidden folders, OpenS
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import stat
@@ -25,6 +26,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserverVFS
 
+from watcher.config import Settings
 from watcher.service.naming import is_candidate, is_scan_archive
 from watcher.service.results import OPENSCAN_FOLDER
 from watcher.service.tracker import FileState
@@ -112,6 +114,12 @@ class HotFolder:
         return self.exclude is not None and (path == self.exclude or self.exclude in path.parents)
 
 
+def excluded_results(settings: Settings) -> Path | None:
+    """The results folder, kept out of the walk -- except with the openscan layout, where results live in the
+    scans' own ``stacked`` folders (always skipped) and the results folder may be the hot folder itself."""
+    return None if settings.results.layout == "openscan" else settings.results_folder
+
+
 def archive_members(path: Path) -> list[zipfile.ZipInfo] | None:
     """Members of a scan zip (flat ones only), or None while it is not a readable zip (still being written)."""
     try:
@@ -136,7 +144,7 @@ def _has_end_marker(path: Path, size: int) -> bool:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # "created" | "modified" | "closed" | "deleted" | "moved"
+    kind: str  # "created" | "modified" | "closed" | "deleted" | "overflow"
     path: Path
     is_directory: bool
 
@@ -156,8 +164,26 @@ class _Forward(FileSystemEventHandler):
             self.events.put(Event(kind, Path(os.fsdecode(event.src_path)), event.is_directory))
 
 
+class _OverflowAlarm(logging.Handler):
+    """watchdog only *logs* that the kernel dropped events (inotify queue overflow): turn that into an event, so
+    the daemon walks the folder at once instead of at the next periodic rescan."""
+
+    def __init__(self, root: Path, events: queue.Queue[Event]) -> None:
+        super().__init__(logging.WARNING)
+        self.root = root
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.events.put(Event("overflow", self.root, True))
+
+
 def start_watching(root: Path, mode: str, poll_interval: float, events: queue.Queue[Event]):
     """Start a recursive watchdog observer (inotify, or polling for network shares) feeding ``events``."""
+    watchdog_log = logging.getLogger("watchdog.observers")
+    for handler in [h for h in watchdog_log.handlers if isinstance(h, _OverflowAlarm)]:
+        watchdog_log.removeHandler(handler)
+    watchdog_log.addHandler(_OverflowAlarm(root, events))
     if mode == "polling":
         # lstat: a symlinked folder is seen as a link, not walked into (it may point anywhere, even "/").
         observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=poll_interval)

@@ -109,7 +109,10 @@ class ResultStore:
         for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 if is_temp_name(name):
-                    Path(folder, name).unlink(missing_ok=True)
+                    try:
+                        Path(folder, name).unlink(missing_ok=True)
+                    except OSError:  # read-only for now: they are hidden and will go at a later start
+                        continue
                     removed += 1
         return removed
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from watcher.config import Settings
 from watcher.service.naming import group_files
-from watcher.service.observer import HotFolder, archive_members
+from watcher.service.observer import HotFolder, archive_members, excluded_results
 from watcher.service.results import ResultStore, signature_of
 
 
@@ -36,7 +36,7 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
     summary.last_errors = sorted(failures, reverse=True)[:errors]
     if not settings.hot_folder.is_dir():
         return summary
-    folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=settings.results_folder)
+    folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
     names: dict[str, dict[str, tuple[int, int]]] = collections.defaultdict(dict)
     for found in folder.walk():
         if found.kind == "frame":

@@ -50,6 +50,7 @@ def run(spec: JobSpec, conn: Connection) -> None:
     cv2.setNumThreads(spec.threads)
     try:
         record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap)
+        record["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         outcome = ("ok", record)
     except (FrameError, StackError) as exc:
         outcome = ("failed", str(exc))

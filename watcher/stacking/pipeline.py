@@ -168,7 +168,7 @@ def stack(
             depth = _SharpestFrame(state.focus_shape) if settings.depthmap else None
             exif = upright_exif(frame.exif) if frame.exif else None
         else:
-            _check_matches(frame, state)
+            _check_matches(frame, state, sources[ref].name)
         aligned, cover_small, info = state.place(frame.pixels, index, ref, timer)
         name = frame.name
         del frame  # the decoded frame is not needed once aligned (memory: one frame less)
@@ -320,14 +320,17 @@ class _SharpestFrame:
         return cv2.resize(smooth, shape[::-1], interpolation=cv2.INTER_NEAREST)
 
 
-def _check_matches(frame: Frame, state: _Placement) -> None:
+def _check_matches(frame: Frame, state: _Placement, reference: str) -> None:
     if frame.pixels.shape[:2] != state.shape:
         height, width = frame.pixels.shape[:2]
-        raise FrameError(frame.name, f"size {width}x{height} differs from the reference's {state.shape[1]}x{state.shape[0]}")
+        raise FrameError(
+            frame.name, f"size {width}x{height} differs from the reference {reference}'s {state.shape[1]}x{state.shape[0]}"
+        )
     if frame.pixels.dtype != state.dtype:
         bits = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
         raise FrameError(
-            frame.name, f"{bits[frame.pixels.dtype]}-bit frame in a stack of {bits[state.dtype]}-bit frames"
+            frame.name, f"{bits[frame.pixels.dtype]}-bit frame in a stack of {bits[state.dtype]}-bit frames "
+            f"(reference {reference})"
         )
 
 
