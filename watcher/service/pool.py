@@ -9,6 +9,7 @@ from one stack into the next over a night.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import signal
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class _Running:
 def _context():
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_FORKSERVER_PRELOAD)
+    # Start it now (importing numpy and OpenCV takes seconds on a Pi), not in the main loop at the first stack.
+    multiprocessing.forkserver.ensure_running()
     return context
 
 
