@@ -121,6 +121,18 @@ def test_with_a_known_count_a_short_stack_waits_for_the_timeout_not_the_next_sta
     assert ids(tracker) == {"s/pos1": "timeout", "s/pos2": "timeout"}
 
 
+def test_a_finished_scan_copied_in_slowly_waits_for_each_stacks_count(clock):
+    tracker = make(clock)
+    tracker.set_scan_info("p/scan01", ScanInfo(focus_stacks=3, status="completed"))  # scan.json came first
+    tracker.observe("p/scan01", "scan01_001_fs00.jpg", state(mtime=1))
+    settle(tracker, clock)
+    assert tracker.ready() == []  # ended scan, but 1 of 3 frames: the rest is still being copied
+    tracker.observe("p/scan01", "scan01_001_fs01.jpg", state(mtime=2))
+    tracker.observe("p/scan01", "scan01_001_fs02.jpg", state(mtime=3))
+    settle(tracker, clock)
+    assert ids(tracker) == {"p/scan01/scan01_001": "count"}
+
+
 def test_openscan3_scan_json_gives_the_count(clock):
     tracker = make(clock)
     tracker.set_scan_info("p/scan01", ScanInfo(focus_stacks=3, status="running"))

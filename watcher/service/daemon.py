@@ -266,6 +266,7 @@ class Daemon:
             settings=stacking,
             memory_limit_bytes=estimate + estimate // 4,
             threads=max(1, (os.cpu_count() or 1) // self.pool.workers),
+            daemon_pid=os.getpid(),
         )
         return Job(spec, estimate, context={"ctx": _Context(ready, time.time())})
 

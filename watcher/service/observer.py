@@ -162,6 +162,8 @@ class _Forward(FileSystemEventHandler):
             self.events.put(Event("created", Path(os.fsdecode(event.dest_path)), event.is_directory))
         elif kind in ("created", "modified", "closed", "deleted"):
             self.events.put(Event(kind, Path(os.fsdecode(event.src_path)), event.is_directory))
+        elif kind == "attrib":  # e.g. `touch`: a new mtime is a change of the file, not a write in progress
+            self.events.put(Event("created", Path(os.fsdecode(event.src_path)), event.is_directory))
 
 
 class _OverflowAlarm(logging.Handler):

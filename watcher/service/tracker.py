@@ -13,11 +13,13 @@ A **stack is ready** when all its frames are usable and one of these holds (the 
 
 - ``count``: it has the expected number of frames (``naming.stack_size``, or ``focus_stacks`` in OpenScan3's
   scan.json);
-- ``next stack started``: another stack of the same scan has a newer frame (the rig moved on) -- only when no
-  frame count is known: with a known count, a short stack more likely has frames not seen *yet* (a burst, dropped
-  events) than frames that will never come, so it waits for its count, the scan's end or the timeout;
+- ``next stack started``: another stack of the same scan has a newer frame (the rig moved on);
 - ``scan ended``: the scan's scan.json left ``running`` (or a zip scan, which arrives whole);
 - ``timeout``: no frame of the stack changed for ``stack_timeout_seconds``.
+
+The middle two apply only when no frame count is known. With a known count, a short stack more likely has frames
+not seen *yet* -- a burst that overflowed the event queue, a finished scan copied in slowly after its scan.json --
+than frames that will never come, so it waits for its count or the timeout.
 """
 
 from __future__ import annotations
@@ -241,7 +243,7 @@ class StackTracker:
             return "count"
         if moved_on and expected is None:
             return "next stack started"
-        if info is not None and not info.running:
+        if info is not None and not info.running and expected is None:
             return "scan ended"
         if quiet >= self.timeout:
             return "timeout"

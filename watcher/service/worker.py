@@ -7,10 +7,11 @@ OpenCV are loaded once and each worker forks ready to go.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
+import select
 import signal
+import threading
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -21,9 +22,6 @@ import cv2
 from watcher.config import StackingSettings
 from watcher.stacking.frames import FrameError, FrameSource
 from watcher.stacking.pipeline import StackError, stack_to_file
-
-_PR_SET_PDEATHSIG = 1
-
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -36,6 +34,7 @@ class JobSpec:
     settings: StackingSettings
     memory_limit_bytes: int  # on top of what the worker process already uses when it starts
     threads: int
+    daemon_pid: int  # the worker ends itself when this process dies
 
 
 # Outcomes sent back: ("ok", record) | ("failed", message) for input problems, which a retry cannot fix |
@@ -45,7 +44,7 @@ class JobSpec:
 def run(spec: JobSpec, conn: Connection) -> None:
     """Worker process entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle
-    _die_with_parent()
+    _end_with(spec.daemon_pid)
     limit = _limit_memory(spec.memory_limit_bytes)
     cv2.setNumThreads(spec.threads)
     try:
@@ -70,12 +69,24 @@ def run(spec: JobSpec, conn: Connection) -> None:
     conn.close()
 
 
-def _die_with_parent() -> None:
-    """Get SIGKILL if the process that forked us dies, so a ``kill -9``'d daemon leaves no orphan stacking on."""
+def _end_with(daemon_pid: int) -> None:
+    """Exit at once when the daemon dies, so a ``kill -9``'d daemon leaves no orphan stacking on.
+
+    The worker's parent is the forkserver, not the daemon (and the forkserver lives as long as any worker does),
+    so PR_SET_PDEATHSIG cannot tell; a pidfd of the daemon, watched by a thread, can (Linux >= 5.3).
+    """
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        pidfd = os.pidfd_open(daemon_pid)
+    except ProcessLookupError:
+        os._exit(1)
     except (OSError, AttributeError):
-        pass
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os._exit(1)  # nothing to clean up: results are written atomically, a temp file is removed at next start
+
+    threading.Thread(target=watch, name="daemon-watch", daemon=True).start()
 
 
 def _limit_memory(stack_bytes: int) -> int:
