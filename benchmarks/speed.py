@@ -37,10 +37,24 @@ def cached_stack(frames: int) -> list[Path]:
     return write_stack(stack, folder)
 
 
-def measure(code: Path, frames: list[Path], output: Path, extra: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one `focus-watcher stack` process running the code under ``code``."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "watcher.cli", "stack", *map(str, frames),
-               "-o", str(output), *extra]
+# The floor: a process that only decodes every frame once (what any stacker must do) and makes one float pass
+# over each (what any blend must do at least).
+_FLOOR = """
+import sys, cv2, numpy as np
+for path in sys.argv[1:]:
+    frame = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    total = float(cv2.sumElems(frame.astype(np.float32))[0])
+"""
+
+
+def measure(code: Path, frames: list[Path], output: Path, extra: list[str], floor: bool = False) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one `focus-watcher stack` process running the code under ``code``
+    (or, with ``floor``, of the decode-and-one-pass floor)."""
+    if floor:
+        command = ["/usr/bin/time", "-v", sys.executable, "-c", _FLOOR, *map(str, frames)]
+    else:
+        command = ["/usr/bin/time", "-v", sys.executable, "-m", "watcher.cli", "stack", *map(str, frames),
+                   "-o", str(output), *extra]
     env = {**os.environ, "PYTHONPATH": str(code)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=code)
     if done.returncode != 0:
@@ -80,7 +94,9 @@ def main(argv: list[str] | None = None) -> None:
                     wall, rss = measure(code, frames, Path(tmp) / "out.jpg", args.extra)
                     rows.append((label, count, wall, rss))
                     print(f"  {label:10} 16 MP x {count:2}: {wall:6.1f} s  {rss:6.0f} MiB", file=sys.stderr, flush=True)
-    print(f"\n{'code':10} {'stack':>12} {'wall s':>8} {'peak RSS MiB':>13}")
+            wall, rss = measure(REPO, frames, Path(tmp) / "out.jpg", [], floor=True)
+            rows.append(("floor", count, wall, rss))
+    print(f"\n{'code':10} {'stack':>12} {'wall s':>8} {'peak RSS MiB':>13}   (floor: decode each frame + one pass)")
     for label, count, wall, rss in rows:
         print(f"{label:10} {f'16MP x {count}':>12} {wall:8.1f} {rss:13.0f}")
 
