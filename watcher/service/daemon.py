@@ -205,12 +205,15 @@ class Daemon:
                 previous = self.tracker.state(scan, name)
                 self.tracker.observe(scan, name, FileState(previous.size, state.mtime_ns, True, state.age))
 
+    def _scan_folder(self, scan: str) -> Path:
+        return self.hot.joinpath(*scan.split("/"))  # "" -> the hot folder itself
+
     def _recheck(self) -> None:
         for scan, name in self.tracker.to_recheck():
             if scan in self.archives:
                 self._take_archive(scan, self.archives[scan])
             else:
-                found = Found("frame", scan, name, self.hot.joinpath(*scan.split("/"), name) if scan else self.hot / name)
+                found = Found("frame", scan, name, self._scan_folder(scan) / name)
                 self._take(found, writing=None)
 
     def _report_unplaced(self) -> None:
@@ -252,8 +255,7 @@ class Daemon:
         if scan in self.archives:
             sources = tuple(FrameSource(name, self.archives[scan], name) for name in ready.frames)
         else:
-            folder = self.hot.joinpath(*scan.split("/")) if scan else self.hot
-            sources = tuple(FrameSource(name, folder / name) for name in ready.frames)
+            sources = tuple(FrameSource(name, self._scan_folder(scan) / name) for name in ready.frames)
         stacking = self.settings.stacking
         width, height, bits = self._frame_size(sources[0])
         pixels = min(width * height, int(stacking.max_megapixels * 1e6))  # oversized frames fail fast anyway
@@ -344,7 +346,7 @@ class Daemon:
         scan = ready.stack.scan
         if scan in self.archives or self.settings.results.after_success == "keep":
             return  # a scan zip is the original archive of a whole scan: always kept
-        folder = self.hot.joinpath(*scan.split("/")) if scan else self.hot
+        folder = self._scan_folder(scan)
         try:
             action = self.store.dispose_inputs(scan, [folder / name for name in ready.frames])
         except OSError as exc:

@@ -28,11 +28,10 @@ from watcher import __version__
 from watcher.atomic import fsync_folder, is_temp_name, write_atomic
 from watcher.config import ResultsSettings
 from watcher.service.naming import StackId, is_safe_component
+from watcher.service.tracker import Signature
 
 LOG_NAME = "focus-watcher.log"
 OPENSCAN_FOLDER = "stacked"
-
-Signature = tuple[tuple[str, int, int], ...]  # per frame in frame order: (name, size, mtime_ns)
 
 
 class UnsafePathError(ValueError):

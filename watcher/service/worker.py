@@ -46,6 +46,7 @@ def run(spec: JobSpec, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle
     _end_with(spec.daemon_pid)
     limit = _limit_memory(spec.memory_limit_bytes)
+    out_of_memory = ("failed", f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB")
     cv2.setNumThreads(spec.threads)
     try:
         record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap)
@@ -54,13 +55,10 @@ def run(spec: JobSpec, conn: Connection) -> None:
     except (FrameError, StackError) as exc:
         outcome = ("failed", str(exc))
     except MemoryError:
-        outcome = ("failed", f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB")
+        outcome = out_of_memory
     except cv2.error as exc:
         message = str(exc).strip().splitlines()[-1]
-        if "Insufficient memory" in message:
-            outcome = ("failed", f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB")
-        else:
-            outcome = ("failed", f"OpenCV error: {message}")
+        outcome = out_of_memory if "Insufficient memory" in message else ("failed", f"OpenCV error: {message}")
     except OSError as exc:  # reading frames raises FrameError, so this is writing the result
         outcome = ("unwritable", f"cannot write the result: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bug must fail one stack, not leave it looping
