@@ -131,8 +131,10 @@ def archive_members(path: Path) -> list[zipfile.ZipInfo] | None:
 
 def _has_end_marker(path: Path, size: int) -> bool:
     suffix = path.suffix.lower()
-    if suffix not in (".jpg", ".jpeg", ".png") or size == 0:
-        return suffix not in (".jpg", ".jpeg", ".png")
+    if suffix not in (".jpg", ".jpeg", ".png"):
+        return True  # TIFF has no end marker: the settle time alone decides
+    if size == 0:
+        return False
     try:
         with open(path, "rb") as handle:
             handle.seek(max(0, size - _TAIL_BYTES))

@@ -132,9 +132,6 @@ class StackTracker:
     def scans(self) -> list[str]:
         return list(self._scans)
 
-    def forget_scan(self, scan: str) -> None:
-        self._scans.pop(scan, None)
-
     # --- what to do next -----------------------------------------------------------------------------------
 
     def unsettled(self) -> int:

@@ -302,6 +302,7 @@ class _Placement:
             score = guided_filter(grey, score, round(_GUIDED_RADIUS_PER_WINDOW * settings.focus_window), _GUIDED_EPS)
         return score
 
+
 class _SharpestFrame:
     """Running per-pixel argmax of the focus score, at focus resolution (for the depth map)."""
 
