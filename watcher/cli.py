@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("--window", dest="focus_window", type=int, help="focus window, odd 3-21")
     stack.add_argument("--mask-threshold", dest="mask_threshold", type=float, help="ECC gradient mask, 1-100")
     stack.add_argument("--sharpen", type=float, help="unsharp mask amount 0-3")
-    stack.add_argument("--power", dest="weight_power", type=float, help="weight = focus ** power")
+    stack.add_argument("--scales", dest="focus_scales", type=int, help="octaves of the focus measure, 1-6")
     stack.add_argument("--reference", choices=["first", "middle"])
     stack.add_argument("--no-align", dest="align", action="store_false", default=None, help="frames are aligned")
     stack.add_argument("--jpeg-quality", dest="jpeg_quality", type=int)
@@ -135,7 +135,7 @@ def _add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "mask_threshold", "sharpen", "weight_power",
+    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "mask_threshold", "sharpen", "focus_scales",
             "reference", "align", "jpeg_quality", "output_depth")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     suffix = args.output.suffix.lower()

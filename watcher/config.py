@@ -74,14 +74,14 @@ class StackingSettings(_Section):
     reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
     align_max_side: int = Field(1024, ge=256, le=8192, description="Alignment is estimated at this size (px).")
     focus_measure: FocusMeasure = "sml"
-    focus_window: int = Field(7, ge=3, le=21, description="Focus-measure window (odd, px at focus resolution).")
+    focus_window: int = Field(5, ge=3, le=21, description="Focus-measure window (odd, px at focus resolution).")
+    focus_scales: int = Field(
+        4, ge=1, le=6, description="Octaves the focus measure looks at (1: the finest only); see the README."
+    )
     focus_max_megapixels: float = Field(
         4.0, gt=0, le=100, description="Focus maps are computed on a grey copy downscaled to at most this size."
     )
     blend: BlendMethod = "guided_weighted"
-    weight_power: float = Field(
-        8.0, gt=0, le=64, description="Weights are focus**power: higher picks the sharpest frame more decisively."
-    )
     sharpen: float = Field(0.0, ge=0, le=3, description="Unsharp-mask amount applied after blending.")
     output_format: Literal["jpg", "png", "tif"] = "jpg"
     output_depth: Literal["auto", "8", "16"] = Field(

@@ -2,9 +2,15 @@
 
 Transforms are estimated by pyramid ECC on small grey copies (``align_max_side``), scaled up, and applied once
 at full resolution. Frames far apart in focus look too different for ECC, so each frame is aligned to its
-*neighbour* (already placed) and the transforms are chained toward the reference. Every estimate is checked
-(correlation better than doing nothing, plausible scale, rotation, shift and perspective); a failing model
-falls back homography -> affine -> translation -> identity, and every fallback is reported.
+*neighbour* (already placed) and the transforms are chained toward the reference.
+
+Every frame also has a *prediction*: focus breathing and rig drift change smoothly along a stack, so the step from
+the neighbour is predicted by the step before it (or by a calibration of the same rig). An ECC estimate is accepted
+when it is plausible (scale, rotation, shift, perspective of a real step) and fits at least about as well as the
+prediction; otherwise the prediction places the frame. This matters for low-detail frames (far out of focus):
+every transform near the right one fits them about equally well, so "better than not aligning" is no test for them,
+and identity is almost never the right fallback inside a focus stack. Only a frame that neither ECC nor its
+neighbours can place is used unaligned, with a warning.
 
 Convention: a warp is a (3, 3) float64 matrix mapping *reference* pixel coordinates to *frame* pixel coordinates
 (pixel centres at integers), i.e. what ``cv2.warpPerspective(frame, warp, flags=WARP_INVERSE_MAP)`` expects.
@@ -33,6 +39,10 @@ MAX_STEP_SHIFT = 0.05  # fraction of the image diagonal, for any corner
 MAX_ANISOTROPY = 1.03  # ratio of the affine part's singular values
 MAX_PERSPECTIVE = 0.01  # |w - 1| at the image corners
 MIN_CORRELATION = 0.5
+# An estimate fits "about as well" as the prediction when its misfit (1 - correlation) is at most this factor times
+# the prediction's plus a slack: on low-detail frames both are near 1 and differ by noise.
+_MISFIT_FACTOR = 1.5
+_MISFIT_SLACK = 0.002
 _COARSEST_SIDE = 48  # px: ECC needs some structure even on the coarsest level
 _ECC_BLUR = 5  # px, Gaussian pre-smoothing inside ECC
 _DISPLAY_GAMMA = 2.2  # sRGB-like encoding of camera JPEGs (and of most 16-bit TIFFs from raw converters)
@@ -43,9 +53,10 @@ class PairAlignment:
     """Result of aligning one frame to its neighbour, at alignment resolution."""
 
     warp: np.ndarray  # (3, 3) float64: neighbour coords -> frame coords
-    model: str  # "homography" | "affine" | "translation" | "identity"
-    correlation: float  # ECC correlation at the finest level (NaN for identity)
-    warnings: tuple[str, ...]
+    model: str  # "homography" | "affine" | "translation" (estimated), "predicted", or "identity" (not placed)
+    correlation: float  # correlation of the chosen warp at alignment resolution (NaN when not placed)
+    tried: tuple[str, ...]  # why estimates were not taken (for the record, not a warning)
+    warnings: tuple[str, ...]  # only when the frame could not be placed at all
 
 
 def alignment_image(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -92,9 +103,14 @@ def gradient_mask(grey: np.ndarray, keep_percent: float) -> np.ndarray:
 
 
 def estimate_pair(
-    template: np.ndarray, moving: np.ndarray, *, levels: int, keep_percent: float, prior: np.ndarray | None = None
+    template: np.ndarray,
+    moving: np.ndarray,
+    *,
+    levels: int,
+    keep_percent: float,
+    prediction: np.ndarray | None = None,
 ) -> PairAlignment:
-    """Warp from ``template`` coords to ``moving`` coords by pyramid ECC with model fallback.
+    """Warp from ``template`` coords to ``moving`` coords by pyramid ECC, checked against a prediction.
 
     Parameters
     ----------
@@ -104,27 +120,37 @@ def estimate_pair(
         Pyramid levels (1 = full alignment resolution only).
     keep_percent : float
         Share of template pixels (strongest gradients) that ECC uses, in percent.
-    prior : ndarray (3, 3), optional
-        Starting guess, e.g. the previous step's warp (focus breathing repeats from step to step).
+    prediction : ndarray (3, 3), optional
+        Where the neighbours say the frame is (the previous step repeated, or a calibration): ECC starts there,
+        an estimate must fit about as well, and it places the frame when no estimate does. None: nothing is
+        known (ECC starts at the identity, and a frame no model fits is used unaligned, with a warning).
     """
     shape = template.shape
-    baseline = _correlation(template, moving, gradient_mask(template, keep_percent))
-    warnings: list[str] = []
+    start = prediction if prediction is not None else np.eye(3)
+    mask = gradient_mask(template, keep_percent)
+    baseline = _correlation(template, _warped(moving, start), mask)
+    tried: list[str] = []
     for model in MODELS:
-        start = _restrict(prior if prior is not None else np.eye(3), model)
         try:
-            warp, correlation = _pyramid_ecc(template, moving, keep_percent, levels, model, start)
+            warp, correlation = _pyramid_ecc(template, moving, keep_percent, levels, model, _restrict(start, model))
         except cv2.error:
-            warnings.append(f"{model}: ECC did not converge")
+            tried.append(f"{model}: ECC did not converge")
             continue
         problem = implausibility(warp, shape)
-        if problem is None and not correlation >= max(MIN_CORRELATION, baseline):
-            problem = f"correlation {correlation:.3f} is no better than not aligning ({baseline:.3f})"
+        if problem is None and not _fits_as_well(correlation, baseline):
+            what = "the prediction" if prediction is not None else "not aligning"
+            problem = f"correlation {correlation:.3f} is worse than {what} ({baseline:.3f})"
         if problem is None:
-            return PairAlignment(warp, model, float(correlation), tuple(warnings))
-        warnings.append(f"{model}: rejected, {problem}")
-    warnings.append("no model fits; frame used unaligned")
-    return PairAlignment(np.eye(3), "identity", float("nan"), tuple(warnings))
+            return PairAlignment(warp, model, float(correlation), tuple(tried), ())
+        tried.append(f"{model}: rejected, {problem}")
+    if prediction is not None:
+        return PairAlignment(prediction, "predicted", baseline, tuple(tried), ())
+    return PairAlignment(np.eye(3), "identity", float("nan"), tuple(tried),
+                         ("no model fits and nothing predicts this frame: used unaligned",))
+
+
+def _fits_as_well(correlation: float, baseline: float) -> bool:
+    return correlation >= MIN_CORRELATION and 1.0 - correlation <= _MISFIT_FACTOR * (1.0 - baseline) + _MISFIT_SLACK
 
 
 def implausibility(warp: np.ndarray, shape: tuple[int, int]) -> str | None:
@@ -172,6 +198,20 @@ def warp_frame(pixels: np.ndarray, warp: np.ndarray) -> np.ndarray:
     if np.allclose(warp[2], (0.0, 0.0, 1.0), atol=1e-12):
         return cv2.warpAffine(pixels, warp[:2], (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
     return cv2.warpPerspective(pixels, warp, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def warp_block(pixels: np.ndarray, warp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Rows ``rows`` and columns ``cols`` of :func:`warp_frame`'s result, computed alone (same values).
+
+    Lets a stack be fused strip by strip without ever holding a whole warped frame.
+    """
+    shift = np.array([[1.0, 0.0, cols.start], [0.0, 1.0, rows.start], [0.0, 0.0, 1.0]])
+    block = warp @ shift
+    size = (cols.stop - cols.start, rows.stop - rows.start)
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    if np.allclose(block[2], (0.0, 0.0, 1.0), atol=1e-12):
+        return cv2.warpAffine(pixels, block[:2], size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpPerspective(pixels, block, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
 def coverage(warp: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
@@ -238,8 +278,17 @@ def _pyramid_ecc(
     return warp, float(correlation)
 
 
+def _warped(moving: np.ndarray, warp: np.ndarray) -> np.ndarray:
+    """``moving`` resampled into the template's geometry by ``warp`` (template coords -> moving coords)."""
+    if np.allclose(warp, np.eye(3), atol=1e-12):
+        return moving
+    height, width = moving.shape
+    return cv2.warpPerspective(moving, warp, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)
+
+
 def _correlation(template: np.ndarray, moving: np.ndarray, mask: np.ndarray) -> float:
-    """ECC correlation of the two images as they are (the score of not aligning at all).
+    """ECC correlation of the two images as they are (the score of the prediction, or of not aligning).
 
     Smoothed like ECC smooths its inputs (``gaussFiltSize`` 5), so the two scores are comparable.
     """

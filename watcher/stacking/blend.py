@@ -1,40 +1,65 @@
-"""Blend stage: fold frames one at a time into running accumulators, so memory is flat in the frame count.
+"""Merge stage: fold aligned frames into the result, each pixel from the frames the depth map names.
 
-Every blend is a reducer: ``add(pixels, score)`` once per aligned frame (any order), then ``result()``.
-``pixels`` is the aligned frame, (H, W, 3) uint8/uint16 BGR; ``score`` is a :class:`ScoreMap`, its per-pixel log
-focus energy, with pixels the frame does not cover set to :data:`UNCOVERED`. Results are float32 (H, W, 3) in
-[0, 1].
+The decision is made before any frame is merged (:mod:`watcher.stacking.depth`), so every frame's weight is known
+when it arrives: frame ``k`` weighs ``kernel(k - depth)``, normalised over the frames that cover the pixel. The
+kernel is a trapezoid in frame index: within ``0.5 - h`` of a frame only that frame counts; between two frames the
+weight moves linearly from one to the other over ``2 h``. ``h = 0.5`` is a linear blend of the two frames either
+side of the depth, small ``h`` a pick of the nearest.
 
-Weights are ``energy ** power`` = ``exp(power * score)``, normalised per pixel over the frames. They are
-accumulated as an *online softmax*: a running per-pixel maximum keeps ``exp`` in range, and earlier sums are
-rescaled whenever the maximum grows, which gives exactly the all-frames-at-once result.
+Weights live at the decision's (small) resolution and are upsampled strip by strip; frames are warped strip by
+strip, only where they have weight. So the merge never holds more than one decoded frame (plus the next one,
+decoded ahead) and the accumulator, and a frame that weighs nothing in a strip is not even warped there.
+
+Blends (``stacking.blend``): ``weighted`` and ``guided_weighted`` (h = 0.5; guided refines the depth map along
+the reference's edges before weighting), ``direct_map`` (h = 0.15: the nearest frame, a short transition),
+``luma_weighted_chroma_pick`` (luma with h = 0.5, colour with h = 0.15: no colour fringes from mixing), and
+``laplacian_pyramid`` (Burt & Adelson: each pyramid level blended with the weights smoothed to its scale).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
+from watcher.stacking.align import warp_block, warp_frame
+
 BLENDS = ("weighted", "guided_weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick")
-UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover: weight exactly 0
-CHROMA_SHARPNESS = 4.0  # chroma weights are luma weights ** 4: a near-pick of the sharpest frame's colour
-_ROWS = 128  # rows per chunk: keeps temporaries small for 64 MP frames
+SOFT, SHARP = 0.5, 0.15  # kernel half-transitions h, in frames
+_ROWS = 128  # rows per strip: keeps temporaries small for 64 MP frames
+_FIXED_POINT = 256.0  # 8-bit frames accumulate in uint16 units of 1/256 of a level
 
 
-def _row_chunks(height: int):
+def transitions(method: str) -> tuple[float, float]:
+    """Kernel half-transition ``h`` for luma and for colour of blend ``method``."""
+    if method not in BLENDS:
+        raise ValueError(f"unknown blend {method!r}; expected one of {BLENDS}")
+    if method == "direct_map":
+        return SHARP, SHARP
+    if method == "luma_weighted_chroma_pick":
+        return SOFT, SHARP
+    return SOFT, SOFT
+
+
+def kernel(index: int, depth: np.ndarray, half: float) -> np.ndarray:
+    """Weight (float32, same shape as ``depth``) of frame ``index`` under the trapezoid of half-transition ``half``."""
+    distance = np.abs(depth - np.float32(index))
+    return np.clip((np.float32(0.5 + half) - distance) * np.float32(0.5 / half), 0.0, 1.0)
+
+
+def _strips(height: int) -> Iterator[slice]:
     for start in range(0, height, _ROWS):
         yield slice(start, min(start + _ROWS, height))
 
 
-class ScoreMap:
-    """A frame's score map at focus resolution, read at full resolution one strip of rows at a time.
-
-    Bilinear upsampling strip by strip gives exactly what one ``cv2.resize`` of the whole map would, without
-    ever holding the full-resolution map (64 MB per 16 MP frame).
+class Upsampled:
+    """A small map read at full resolution one strip of rows at a time (bilinear, exactly like ``cv2.resize``).
 
     Parameters
     ----------
-    small : ndarray, shape (h, w), float32
+    small : ndarray, shape (h, w) or (h, w, c), float32
     shape : (H, W)
         Full resolution, H >= h and W >= w.
     """
@@ -44,8 +69,8 @@ class ScoreMap:
         self.shape = shape
 
     def rows(self, rows: slice) -> np.ndarray:
-        """Rows ``rows`` of the full-resolution map, (n, W) float32."""
-        small_h, small_w = self.small.shape
+        """Rows ``rows`` of the full-resolution map, (n, W[, c]) float32."""
+        small_h, small_w = self.small.shape[:2]
         height, width = self.shape
         if (small_h, small_w) == (height, width):
             return self.small[rows]
@@ -54,198 +79,169 @@ class ScoreMap:
         y = np.clip(y, 0, small_h - 1)
         top = y.astype(np.intp)
         bottom = np.minimum(top + 1, small_h - 1)
-        below = (y - top)[:, None]
+        below = (y - top).reshape(-1, *([1] * (self.small.ndim - 1)))
         strip = self.small[top] * (1 - below) + self.small[bottom] * below
         return cv2.resize(strip, (width, strip.shape[0]), interpolation=cv2.INTER_LINEAR)
 
     def full(self) -> np.ndarray:
-        """The whole map at full resolution, (H, W) float32."""
-        if self.small.shape == self.shape:
+        """The whole map at full resolution."""
+        if self.small.shape[:2] == self.shape:
             return self.small
         return cv2.resize(self.small, self.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
+    def support(self, rows: slice) -> slice | None:
+        """Full-resolution columns where rows ``rows`` may be non-zero (a margin for interpolation), or None."""
+        small_h, small_w = self.small.shape[:2]
+        height, width = self.shape
+        top = max(0, int((rows.start + 0.5) * small_h / height - 0.5) - 1)
+        bottom = min(small_h, int((rows.stop - 0.5) * small_h / height - 0.5) + 3)
+        block = self.small[top:bottom]
+        columns = np.flatnonzero(block.reshape(block.shape[0], small_w, -1).max(axis=(0, 2)) > 0)
+        if columns.size == 0:
+            return None
+        left = max(0, int((columns[0] - 1.5) * width / small_w))
+        right = min(width, int((columns[-1] + 2.5) * width / small_w) + 1)
+        return slice(left, right)
 
-class SoftmaxAccumulator:
-    """Per-pixel running ``sum_i exp(t_i) * v_i`` and ``sum_i exp(t_i)``, stabilised by a running max of ``t``.
+
+@dataclass(frozen=True)
+class FrameWeights:
+    """What the merge needs of one frame besides its pixels.
+
+    Attributes
+    ----------
+    luma, colour : ndarray, shape (h, w), float32
+        Normalised weights at the decision's resolution (the same array when the blend treats colour alike).
+    warp : ndarray (3, 3)
+        Reference -> frame coordinates at full resolution.
+    gains : (3,) float
+        Per-channel (B, G, R) gains that match the frame to the reference.
+    """
+
+    luma: np.ndarray
+    colour: np.ndarray
+    warp: np.ndarray
+    gains: tuple[float, float, float]
+
+
+class Fusion:
+    """The running result of a merge: ``add`` every frame (any order), then ``result``.
 
     Parameters
     ----------
-    shape : (h, w)
-    channels : int
-        Channels of the values folded in.
+    method : str
+        One of :data:`BLENDS`.
+    shape : (H, W)
+        Full resolution.
+    dtype : numpy dtype
+        The frames' sample type (uint8 or uint16).
+    gain_scale : float
+        Largest gain of any frame: gains are divided by it while accumulating (so 8-bit sums fit 16 bits) and the
+        result multiplied by it.
     """
 
-    def __init__(self, shape: tuple[int, int], channels: int) -> None:
-        self.peak = np.full(shape, -np.inf, np.float32)
-        self.den = np.zeros(shape, np.float32)
-        self.num = np.zeros((*shape, channels), np.float32)
-        # Scratch for one strip of rows, reused: no allocation per strip, so no allocator churn.
-        rows = min(_ROWS, shape[0])
-        self._old = np.empty((rows, shape[1]), np.float32)
-        self._new = np.empty((rows, shape[1]), np.float32)
-        self._product = np.empty((rows, shape[1], channels), np.float32)
+    def __init__(self, method: str, shape: tuple[int, int], dtype: np.dtype, gain_scale: float) -> None:
+        self.method = method
+        self.shape = shape
+        self.top = float(np.iinfo(dtype).max)
+        self.gain_scale = gain_scale
+        self.fixed_point = np.dtype(dtype) == np.uint8 and method in ("weighted", "guided_weighted", "direct_map")
+        if method == "laplacian_pyramid":
+            self.levels = _pyramid_levels(shape)
+            self.sums = [np.zeros((*level, 3), np.float32) for level in _level_shapes(shape, self.levels)]
+        elif self.fixed_point:
+            self.sum = np.zeros((*shape, 3), np.uint16)
+        else:
+            self.sum = np.zeros((*shape, 3), np.float32)
 
-    def add(self, t: np.ndarray, values: np.ndarray, scale: float = 1.0) -> None:
-        """Fold one frame: exponent ``t`` (h, w) and ``values`` (h, w, c) times ``scale``."""
-        for rows in _row_chunks(t.shape[0]):
-            self.add_rows(rows, t[rows], values[rows], scale)
+    def add(self, pixels: np.ndarray, weights: FrameWeights) -> None:
+        """Fold in one decoded frame (H', W', 3), uint8/uint16, not yet aligned."""
+        if self.method == "laplacian_pyramid":
+            self._add_pyramid(pixels, weights)
+            return
+        luma = Upsampled(weights.luma, self.shape)
+        colour = Upsampled(weights.colour, self.shape) if weights.colour is not weights.luma else None
+        unit = (_FIXED_POINT if self.fixed_point else 1.0 / self.top) / self.gain_scale
+        gains = np.asarray(weights.gains, np.float32) * np.float32(unit)
+        for rows in _strips(self.shape[0]):
+            cols = luma.support(rows)
+            if colour is not None:
+                extra = colour.support(rows)
+                if extra is not None:
+                    cols = extra if cols is None else slice(min(cols.start, extra.start), max(cols.stop, extra.stop))
+            if cols is None:
+                continue  # the frame has no weight in this strip: not even warped
+            block = warp_block(pixels, weights.warp, rows, cols).astype(np.float32)
+            block *= gains
+            if colour is None:
+                block *= luma.rows(rows)[:, cols, None]
+                self._accumulate(rows, cols, block)
+            else:
+                ycc = _luma_chroma(block)
+                ycc[..., :1] *= luma.rows(rows)[:, cols, None]
+                ycc[..., 1:] *= colour.rows(rows)[:, cols, None]
+                self.sum[rows, cols] += ycc
 
-    def add_rows(self, rows: slice, t: np.ndarray, values: np.ndarray, scale: float = 1.0) -> None:
-        count = rows.stop - rows.start
-        peak, den, num = self.peak[rows], self.den[rows], self.num[rows]
-        old, new, product = self._old[:count], self._new[:count], self._product[:count]
-        np.copyto(old, peak)
-        np.maximum(peak, t, out=peak)
-        old -= peak  # old peak - new peak: -inf on the first frame
-        np.exp(old, out=old)  # rescales what was summed under the old maximum (exp(-inf) = 0)
-        np.subtract(t, peak, out=new)
-        np.exp(new, out=new)
-        den *= old
-        den += new
-        num *= old[..., None]
-        new *= np.float32(scale)
-        np.multiply(values, new[..., None], out=product)
-        num += product
+    def _accumulate(self, rows: slice, cols: slice, block: np.ndarray) -> None:
+        target = self.sum[rows, cols]
+        if self.fixed_point:
+            block += np.float32(0.5)  # round, then truncate: every term is >= 0
+            target += block.astype(np.uint16)
+        else:
+            target += block
 
-    def result(self) -> np.ndarray:
-        """Weighted mean, (h, w, c) float32; the accumulator's memory is reused for it."""
-        for rows in _row_chunks(self.num.shape[0]):
-            self.num[rows] /= self.den[rows, :, None]
-        return self.num
-
-
-class WeightedBlend:
-    """``weighted`` and ``guided_weighted``: per-pixel mean of the frames weighted by focus ** power.
-
-    (The two differ only in the score map they are given: ``guided_weighted`` scores are edge-aware smoothed.)
-    """
-
-    def __init__(self, shape: tuple[int, int], power: float) -> None:
-        self.power = np.float32(power)
-        self.acc = SoftmaxAccumulator(shape, 3)
-
-    def add(self, pixels: np.ndarray, score: ScoreMap) -> None:
-        scale = 1.0 / np.iinfo(pixels.dtype).max
-        for rows in _row_chunks(pixels.shape[0]):
-            self.acc.add_rows(rows, score.rows(rows) * self.power, pixels[rows], scale)
-
-    def result(self) -> np.ndarray:
-        return self.acc.result()
-
-
-class DirectMapBlend:
-    """``direct_map``: each pixel from its sharpest frame; where the best two are close, a blend of both.
-
-    Keeps the best and second-best frame's pixels and scores; the final mix gives the second frame
-    ``1 / (1 + exp(power * (best - second)))``, i.e. 50 % when equally sharp, ~0 when clearly less sharp.
-    """
-
-    def __init__(self, shape: tuple[int, int], power: float) -> None:
-        self.power = np.float32(power)
-        self.best_score = np.full(shape, -np.inf, np.float32)
-        self.second_score = np.full(shape, -np.inf, np.float32)
-        self.best: np.ndarray | None = None
-        self.second: np.ndarray | None = None
-
-    def add(self, pixels: np.ndarray, score: ScoreMap) -> None:
-        if self.best is None:
-            self.best, self.second = pixels.copy(), pixels.copy()
-        for rows in _row_chunks(pixels.shape[0]):
-            s, px = score.rows(rows), pixels[rows]
-            best_s, second_s = self.best_score[rows], self.second_score[rows]
-            best, second = self.best[rows], self.second[rows]
-            better = s > best_s
-            runner_up = ~better & (s > second_s)
-            np.copyto(second_s, best_s, where=better)
-            np.copyto(second, best, where=better[..., None])
-            np.copyto(best_s, s, where=better)
-            np.copyto(best, px, where=better[..., None])
-            np.copyto(second_s, s, where=runner_up)
-            np.copyto(second, px, where=runner_up[..., None])
-
-    def result(self) -> np.ndarray:
-        assert self.best is not None and self.second is not None, "no frame added"
-        scale = np.float32(1.0 / np.iinfo(self.best.dtype).max)
-        out = np.empty(self.best.shape, np.float32)
-        for rows in _row_chunks(out.shape[0]):
-            gap = self.best_score[rows] - self.second_score[rows]  # +inf where only one frame covers
-            share = 1.0 / (1.0 + np.exp(np.minimum(gap * self.power, 80.0)))
-            best = self.best[rows].astype(np.float32)
-            out[rows] = (best + (self.second[rows] - best) * share[..., None]) * scale
-        self.best = self.second = None
-        return out
-
-
-class PyramidBlend:
-    """``laplacian_pyramid``: Laplacian pyramids of the frames, each level blended with its own focus weights.
-
-    Level ``k`` uses the frame's score map reduced ``k`` times, so fine detail follows fine-scale sharpness and
-    coarse tone follows broad sharpness; seams are hidden at every scale (Burt & Adelson's multiresolution spline).
-    """
-
-    def __init__(self, shape: tuple[int, int], power: float, levels: int) -> None:
-        self.power = np.float32(power)
-        self.levels: list[SoftmaxAccumulator] = []
-        height, width = shape
-        for _ in range(levels):
-            self.levels.append(SoftmaxAccumulator((height, width), 3))
-            height, width = (height + 1) // 2, (width + 1) // 2
-
-    @staticmethod
-    def levels_for(shape: tuple[int, int]) -> int:
-        """Levels down to a ~16 px coarsest image (at most 10)."""
-        return max(1, min(10, int(np.log2(min(shape) / 16)) + 1))
-
-    def add(self, pixels: np.ndarray, score_map: ScoreMap) -> None:
-        gaussian = pixels.astype(np.float32) * np.float32(1.0 / np.iinfo(pixels.dtype).max)
-        score = score_map.full()
-        for index, acc in enumerate(self.levels):
-            if index + 1 < len(self.levels):
+    def _add_pyramid(self, pixels: np.ndarray, weights: FrameWeights) -> None:
+        aligned = warp_frame(pixels, weights.warp)
+        gaussian = aligned.astype(np.float32) * (np.asarray(weights.gains, np.float32) / np.float32(self.top * self.gain_scale))
+        del aligned
+        weight = Upsampled(weights.luma, self.shape).full()
+        for index, total in enumerate(self.sums):
+            if index + 1 < len(self.sums):
                 smaller = cv2.pyrDown(gaussian)
-                detail = cv2.pyrUp(smaller, dstsize=gaussian.shape[1::-1])
-                cv2.subtract(gaussian, detail, dst=detail)
+                detail = gaussian - cv2.pyrUp(smaller, dstsize=gaussian.shape[1::-1])
             else:
                 smaller, detail = None, gaussian
-            acc.add(score * self.power, detail)
-            del detail
+            detail *= weight[..., None]
+            total += detail
             if smaller is not None:
-                gaussian, score = smaller, cv2.pyrDown(score)
+                gaussian, weight = smaller, cv2.pyrDown(weight)
 
     def result(self) -> np.ndarray:
-        image = self.levels[-1].result()
-        for acc in reversed(self.levels[:-1]):
-            detail = acc.result()
-            image = cv2.pyrUp(image, dstsize=detail.shape[1::-1])
-            image += detail
-        self.levels = []
+        """The fused image, float32 (H, W, 3) in [0, 1] (not clipped); the accumulator's memory is reused."""
+        if self.method == "laplacian_pyramid":
+            image = self.sums[-1]
+            for detail in reversed(self.sums[:-1]):
+                image = cv2.pyrUp(image, dstsize=detail.shape[1::-1])
+                image += detail
+            self.sums = []
+        elif self.fixed_point:
+            image = np.empty((*self.shape, 3), np.float32)
+            scale = np.float32(self.gain_scale / (_FIXED_POINT * self.top))
+            for rows in _strips(self.shape[0]):
+                np.multiply(self.sum[rows], scale, out=image[rows], dtype=np.float32)
+            del self.sum
+        else:
+            image = self.sum
+            if self.method == "luma_weighted_chroma_pick":
+                for rows in _strips(self.shape[0]):
+                    image[rows] = _bgr(image[rows])
+            image *= np.float32(self.gain_scale)
+        if self.method == "laplacian_pyramid":
+            image *= np.float32(self.gain_scale)
         return image
 
 
-class LumaChromaBlend:
-    """``luma_weighted_chroma_pick``: luma blended by focus ** power, chroma taken from the sharpest frames.
+def _pyramid_levels(shape: tuple[int, int]) -> int:
+    """Levels down to a ~16 px coarsest image (at most 10)."""
+    return max(1, min(10, int(np.log2(min(shape) / 16)) + 1))
 
-    Chroma weights are the luma weights raised to :data:`CHROMA_SHARPNESS`: a pick of the sharpest frame's colour
-    that still blends smoothly where two frames are about equally sharp, so colour seams and fringes shrink.
-    """
 
-    def __init__(self, shape: tuple[int, int], power: float) -> None:
-        self.power = np.float32(power)
-        self.luma = SoftmaxAccumulator(shape, 1)
-        self.chroma = SoftmaxAccumulator(shape, 2)
-
-    def add(self, pixels: np.ndarray, score: ScoreMap) -> None:
-        scale = np.float32(1.0 / np.iinfo(pixels.dtype).max)
-        for rows in _row_chunks(pixels.shape[0]):
-            ycc = _luma_chroma(pixels[rows].astype(np.float32) * scale)
-            t = score.rows(rows) * self.power
-            self.luma.add_rows(rows, t, ycc[..., :1])
-            t *= np.float32(CHROMA_SHARPNESS)
-            self.chroma.add_rows(rows, t, ycc[..., 1:])
-
-    def result(self) -> np.ndarray:
-        luma, chroma = self.luma.result(), self.chroma.result()
-        self.luma = self.chroma = None  # type: ignore[assignment]
-        return _bgr(luma, chroma)
+def _level_shapes(shape: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    shapes, (height, width) = [], shape
+    for _ in range(levels):
+        shapes.append((height, width))
+        height, width = (height + 1) // 2, (width + 1) // 2
+    return shapes
 
 
 # BT.601 luma with unscaled colour differences: an exact inverse in float32 (OpenCV's YCrCb coefficients are
@@ -265,28 +261,15 @@ def _luma_chroma(bgr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bgr(luma: np.ndarray, chroma: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_luma_chroma`: luma (h, w, 1) and chroma (h, w, 2) -> (h, w, 3) BGR float32."""
-    y = luma[..., 0]
-    out = np.empty((*y.shape, 3), np.float32)
+def _bgr(ycc: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_luma_chroma`: (n, w, 3) [Y, B - Y, R - Y] -> (n, w, 3) BGR float32."""
+    y = ycc[..., 0]
+    out = np.empty_like(ycc)
     blue, red = out[..., 0], out[..., 2]
-    np.add(y, chroma[..., 0], out=blue)
-    np.add(y, chroma[..., 1], out=red)
+    np.add(y, ycc[..., 1], out=blue)
+    np.add(y, ycc[..., 2], out=red)
     green = out[..., 1]
     np.subtract(y, red * np.float32(_KR), out=green)
     green -= blue * np.float32(_KB)
     green /= np.float32(_KG)
     return out
-
-
-def make_blend(method: str, shape: tuple[int, int], power: float):
-    """The reducer for ``method`` over frames of ``shape`` (H, W)."""
-    if method in ("weighted", "guided_weighted"):
-        return WeightedBlend(shape, power)
-    if method == "direct_map":
-        return DirectMapBlend(shape, power)
-    if method == "laplacian_pyramid":
-        return PyramidBlend(shape, power, PyramidBlend.levels_for(shape))
-    if method == "luma_weighted_chroma_pick":
-        return LumaChromaBlend(shape, power)
-    raise ValueError(f"unknown blend {method!r}; expected one of {BLENDS}")

@@ -1,8 +1,13 @@
 """Focus stage: how sharp each pixel of a frame is, as a log-energy score map.
 
-All measures return a local *energy* (squared intensity units) averaged over a ``window`` x ``window`` box, so that
-``weight_power`` means the same thing for each: weights are ``energy ** power``. Scores are natural logs of that
-energy, which keeps the blends' running softmax in a safe numeric range whatever the image content.
+The measures return a local *energy* (squared intensity units) averaged over a ``window`` x ``window`` box. A frame's
+score combines that energy over several scales (:func:`multiscale_score`): the finest scale places the decision
+precisely, the coarser ones keep it honest where the finest is fooled. Out-of-focus frames have fine-scale energy of
+their own next to bright structures -- the rim of a defocused edge, camera sharpening and JPEG noise in its glow --
+which beats the flat inside of a bright stroke in the frame that is in focus there. At coarser scales the sharp frame
+wins again (a sharp edge has at least as much energy as its blurred copy at every scale), and scales coarser than the
+stack's blur carry no preference at all (every frame looks alike there), so the mix adapts to the stack's defocus
+by itself.
 """
 
 from __future__ import annotations
@@ -11,9 +16,14 @@ import cv2
 import numpy as np
 
 MEASURES = ("laplacian_var", "tenengrad", "sml")
-# Energy floor: far below sensor noise (8-bit noise of 1 level gives ~1e-4), so it only matters on perfectly
-# flat (e.g. clipped) areas, where all frames then weigh the same.
+# Energy floor: far below sensor noise (8-bit noise of 1 level gives ~1e-5), so it only matters on perfectly flat
+# (e.g. clipped) areas, where all frames then score the same.
 _ENERGY_FLOOR = 1e-10
+# Noise floor of each scale, as a percentile of that scale's energy over the frame: energy below it is noise, and
+# log(energy + floor) makes every frame score alike there instead of ranking frames by their noise.
+_NOISE_PERCENTILE = 10
+# Weight of scale k (k = 0 finest) in the mean: 2 ** (-k / 2). Finer scales place edges more precisely.
+_SCALE_DECAY = 0.5
 
 
 def focus_energy(grey: np.ndarray, measure: str, window: int) -> np.ndarray:
@@ -51,9 +61,48 @@ def focus_energy(grey: np.ndarray, measure: str, window: int) -> np.ndarray:
 
 
 def focus_score(grey: np.ndarray, measure: str, window: int) -> np.ndarray:
-    """Natural log of :func:`focus_energy` (float32, same shape): the blends' per-pixel score."""
+    """Natural log of :func:`focus_energy` (float32, same shape), floored on flat areas."""
     energy = focus_energy(grey, measure, window)
     return np.log(np.maximum(energy, _ENERGY_FLOOR, out=energy), out=energy)
+
+
+def multiscale_score(grey: np.ndarray, measure: str, window: int, scales: int) -> np.ndarray:
+    """Weighted mean over ``scales`` octaves of the log focus energy above each octave's noise floor.
+
+    Octave ``k`` is ``grey`` reduced ``k`` times by ``cv2.pyrDown``; its log energy is brought back to full size
+    bilinearly. Octave ``k`` weighs ``2 ** (-k / 2)``.
+
+    Parameters
+    ----------
+    grey : ndarray, shape (h, w), float32 in [0, 1]
+    measure, window
+        As :func:`focus_energy` (``window`` in pixels of each octave).
+    scales : int
+        Number of octaves (1 = the finest only); fewer when the image gets smaller than 3 ``window`` s.
+
+    Returns
+    -------
+    ndarray, shape (h, w), float32
+        Log energy (natural log of squared intensity units), comparable between frames of one stack.
+    """
+    height, width = grey.shape
+    total = np.zeros(grey.shape, np.float32)
+    weights = 0.0
+    level = grey
+    for k in range(scales):
+        energy = focus_energy(level, measure, window)
+        energy += np.float32(np.percentile(energy, _NOISE_PERCENTILE) + _ENERGY_FLOOR)
+        log_energy = np.log(energy, out=energy)
+        if log_energy.shape != grey.shape:
+            log_energy = cv2.resize(log_energy, (width, height), interpolation=cv2.INTER_LINEAR)
+        weight = 2.0 ** (-_SCALE_DECAY * k)
+        total += np.float32(weight) * log_energy
+        weights += weight
+        if min(level.shape) < 6 * window:
+            break
+        level = cv2.pyrDown(level)
+    total *= np.float32(1.0 / weights)
+    return total
 
 
 def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -71,8 +120,6 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
         Regularisation in squared guide units: edges with variance well above ``eps`` are kept.
     """
     box = (2 * radius + 1, 2 * radius + 1)
-    # Written in place where possible: this runs on a 4 MP map per frame and its temporaries set the
-    # pipeline's peak memory.
     mean_i = cv2.boxFilter(guide, -1, box)
     mean_p = cv2.boxFilter(source, -1, box)
     a = cv2.boxFilter(guide * source, -1, box)

@@ -19,6 +19,10 @@ from watcher.stacking.probe import ProbeError, probe_image
 # COLOR: always 3 channels (grey frames are expanded, alpha dropped); ANYDEPTH: keep 16-bit samples.
 # OpenCV applies the EXIF orientation while decoding, so frames arrive upright.
 _DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+# JPEG decodes straight to 1/2, 1/4 or 1/8 of the size (libjpeg scales the DCT): a preview costs a fraction of
+# a full decode. Other formats are decoded whole and then reduced.
+_REDUCED_JPEG_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+REDUCTIONS = (1, 2, 4, 8)
 
 
 class FrameError(ValueError):
@@ -64,18 +68,21 @@ class Frame:
         BGR samples, upright (EXIF orientation applied).
     exif : bytes or None
         The TIFF-structured EXIF block as stored in the file (orientation tag still as the camera wrote it).
+    full_shape : (H, W)
+        Size of the whole frame, upright; ``pixels`` is smaller when decoded reduced.
     """
 
     name: str
     pixels: np.ndarray
     exif: bytes | None
+    full_shape: tuple[int, int]
 
     @property
     def max_value(self) -> int:
         return 65535 if self.pixels.dtype == np.uint16 else 255
 
 
-def read_frame(source: FrameSource, *, max_pixels: int) -> Frame:
+def read_frame(source: FrameSource, *, max_pixels: int, reduce: int = 1) -> Frame:
     """Read and decode one frame, refusing bad input with a :class:`FrameError`.
 
     Parameters
@@ -83,15 +90,35 @@ def read_frame(source: FrameSource, *, max_pixels: int) -> Frame:
     source : FrameSource
     max_pixels : int
         Frames whose header declares more pixels than this are refused before decoding.
+    reduce : {1, 2, 4, 8}
+        Decode at 1/``reduce`` of the size in each direction (rounded up), e.g. for a preview.
     """
     try:
         data = source.read_bytes()
     except (OSError, zipfile.BadZipFile, KeyError) as exc:
         raise FrameError(source.name, f"cannot read: {exc}") from None
-    return decode_frame(data, source.name, max_pixels=max_pixels)
+    return decode_frame(data, source.name, max_pixels=max_pixels, reduce=reduce)
 
 
-def decode_frame(data: bytes, name: str, *, max_pixels: int) -> Frame:
+def read_preview(source: FrameSource, *, max_pixels: int, preview_pixels: int) -> Frame:
+    """Read a frame decoded as small as it can be while keeping at least ``preview_pixels`` (see :func:`read_frame`).
+
+    The frame is reduced by the largest of :data:`REDUCTIONS` that keeps that many pixels (or all of them).
+    """
+    try:
+        data = source.read_bytes()
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise FrameError(source.name, f"cannot read: {exc}") from None
+    try:
+        info = probe_image(data)
+    except ProbeError as exc:
+        raise FrameError(source.name, str(exc)) from None
+    wanted = min(info.pixels, preview_pixels)
+    reduce = max(r for r in REDUCTIONS if r == 1 or -(-info.width // r) * -(-info.height // r) >= wanted)
+    return decode_frame(data, source.name, max_pixels=max_pixels, reduce=reduce)
+
+
+def decode_frame(data: bytes, name: str, *, max_pixels: int, reduce: int = 1) -> Frame:
     """Decode encoded bytes into a :class:`Frame` (see :func:`read_frame`)."""
     try:
         info = probe_image(data)
@@ -102,13 +129,23 @@ def decode_frame(data: bytes, name: str, *, max_pixels: int) -> Frame:
             name, f"{info.width}x{info.height} is {info.pixels / 1e6:.1f} MP, over the {max_pixels / 1e6:.1f} MP limit"
         )
     buffer = np.frombuffer(data, dtype=np.uint8)
-    pixels, types, blocks = cv2.imdecodeWithMetadata(buffer, None, _DECODE_FLAGS)
+    direct = reduce > 1 and info.format == "jpeg" and info.bits == 8
+    flags = (_REDUCED_JPEG_FLAGS[reduce] | cv2.IMREAD_ANYDEPTH) if direct else _DECODE_FLAGS
+    pixels, types, blocks = cv2.imdecodeWithMetadata(buffer, None, flags)
     if pixels is None or pixels.size == 0:
         raise FrameError(name, f"cannot decode this {info.format.upper()} file (damaged data)")
+    full_shape = pixels.shape[:2]
+    if direct:  # libjpeg gives ceil(size / reduce); EXIF orientation may have turned the frame
+        upright = (info.height, info.width)
+        turned = pixels.shape[:2] != (-(-info.height // reduce), -(-info.width // reduce))
+        full_shape = upright[::-1] if turned else upright
+    elif reduce > 1:
+        height, width = full_shape
+        pixels = cv2.resize(pixels, (-(-width // reduce), -(-height // reduce)), interpolation=cv2.INTER_AREA)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise FrameError(name, f"unsupported sample type {pixels.dtype} (use 8- or 16-bit images)")
     exif = next((bytes(block) for kind, block in zip(types, blocks) if kind == cv2.IMAGE_METADATA_EXIF), None)
-    return Frame(name=name, pixels=pixels, exif=exif or None)
+    return Frame(name=name, pixels=pixels, exif=exif or None, full_shape=tuple(full_shape))
 
 
 def prefetching(sources: list[FrameSource], load: Callable[[FrameSource], Frame]) -> Iterator[tuple[int, Frame]]:

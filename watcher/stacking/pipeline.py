@@ -1,20 +1,24 @@
-"""The stacking pipeline: load -> align -> focus -> fold into the blend -> finish -> sharpen -> save.
+"""The stacking pipeline: measure (load small -> align -> match -> score -> decide) -> merge (load -> warp -> fold)
+-> finish -> save.
 
-Frames stream through one at a time (with one frame decoded ahead), in the order reference, then outward on
-each side, so that every frame is aligned to an already-placed neighbour. Memory holds the blend's accumulators
-and about three frames, whatever the number of frames.
+Two passes over the frames. The first decodes each frame small (JPEG decodes straight to 1/2 .. 1/8 of its size),
+places it, matches its exposure and colour to the reference, scores its sharpness and folds the scores into running
+statistics, from which the depth map is decided: which frame is in focus where (:mod:`watcher.stacking.depth`).
+Only then is each frame decoded whole, and folded into the result with the weights the depth map gives it -- so a
+frame's light goes only where that frame is the sharp one, and no frame's blur lands anywhere else.
 
-This module knows pixels, not folders or processes: the daemon's worker calls :func:`stack_to_file`.
+Memory: a few maps at the decision's resolution, the accumulator, and one decoded frame (plus the next, decoded
+ahead), whatever the number of frames. This module knows pixels, not folders or processes: the daemon's worker
+calls :func:`stack_to_file`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -23,18 +27,13 @@ import numpy as np
 from watcher import __version__
 from watcher.atomic import write_atomic
 from watcher.config import StackingSettings
-from watcher.stacking.align import alignment_image, coverage, estimate_pair, rescale_warp, warp_frame
-from watcher.stacking.blend import UNCOVERED, ScoreMap, make_blend
-from watcher.stacking.focus import focus_score, guided_filter
-from watcher.stacking.frames import Frame, FrameError, FrameSource, prefetching, read_frame
+from watcher.stacking.blend import Fusion, FrameWeights, kernel, transitions
+from watcher.stacking.depth import refine
+from watcher.stacking.frames import Frame, FrameSource, prefetching, read_frame
+from watcher.stacking.measure import Measured, Timer, check_matches, measure
 from watcher.stacking.output import encode_image, to_output_dtype, upright_exif
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-# Guided filter on the score maps: radius in focus-map pixels per focus-window pixel, and edge threshold
-# (variance of grey values in [0, 1]) above which the score does not leak across an edge.
-_GUIDED_RADIUS_PER_WINDOW = 0.5
-_GUIDED_EPS = 1e-2
-_DEPTH_MEDIAN = 5
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 
 
@@ -51,9 +50,10 @@ class StackResult:
     image : ndarray, shape (H, W, 3), uint8 or uint16
         The result in the reference frame's geometry.
     depthmap : ndarray, shape (H, W), uint8, or None
-        Index of the sharpest frame scaled to 0..255 (first frame 0, last 255), median-smoothed.
+        Where each pixel is in focus: frame index scaled to 0..255 (first frame 0, last 255), fractional between
+        frames.
     record : dict
-        Everything about the run: frames, transforms, per-stage timings (s), warnings, settings.
+        Everything about the run: frames, transforms, gains, shares, per-stage timings (s), warnings, settings.
     exif : bytes or None
         The reference frame's EXIF, orientation reset (the pixels are upright).
     """
@@ -62,16 +62,6 @@ class StackResult:
     depthmap: np.ndarray | None
     record: dict
     exif: bytes | None = None
-
-
-@dataclass
-class _Timer:
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add(self, stage: str, since: float) -> float:
-        now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
-        return now
 
 
 @functools.cache
@@ -88,16 +78,16 @@ def return_freed_memory_promptly() -> None:
         pass
 
 
-# Peak resident bytes per pixel of one frame, measured with benchmarks/speed.py at 16 MP x 10 and x 30 (the same:
-# memory is flat in the frame count), 8-bit frames; 16-bit frames add the extra bytes of the ~3 frames in flight.
+# Peak resident bytes per pixel of one frame, measured with benchmarks/speed.py (flat in the frame count), 8-bit
+# frames; 16-bit frames add the extra bytes of their wider samples and float accumulator.
 _BYTES_PER_PIXEL = {
-    "weighted": 34,
-    "guided_weighted": 36,
-    "direct_map": 29,
-    "laplacian_pyramid": 71,
-    "luma_weighted_chroma_pick": 43,
+    "weighted": 13,
+    "guided_weighted": 13,
+    "direct_map": 13,
+    "laplacian_pyramid": 60,
+    "luma_weighted_chroma_pick": 19,
 }
-_EXTRA_BYTES_PER_PIXEL_16_BIT = 10
+_EXTRA_BYTES_PER_PIXEL_16_BIT = 16
 _PROCESS_BASE_BYTES = 120 << 20  # interpreter, numpy, OpenCV
 
 
@@ -110,11 +100,6 @@ def estimate_peak_bytes(width: int, height: int, bits: int, settings: StackingSe
 def reference_index(count: int, reference: str) -> int:
     """Index of the reference frame: ``first`` or the ``middle`` one (lower middle for even counts)."""
     return 0 if reference == "first" else (count - 1) // 2
-
-
-def processing_order(count: int, reference: int) -> list[int]:
-    """Reference first, then outward on each side, so that each frame's neighbour is already placed."""
-    return [reference, *range(reference + 1, count), *range(reference - 1, -1, -1)]
 
 
 def stack(
@@ -141,11 +126,102 @@ def stack(
         raise StackError("no frames to stack")
     return_freed_memory_promptly()
     started = time.perf_counter()
-    timer = _Timer()
+    timer = Timer()
     count = len(sources)
     ref = reference_index(count, settings.reference)
-    order = processing_order(count, ref)
+    measured = measure(sources, settings, ref, timer, progress)
+    begin = time.perf_counter()
+    depth = refine(measured.depth, measured.guide, edge_aware=settings.blend != "weighted").depth
+    weights = frame_weights(measured, depth, settings)
+    timer.add("decide", begin)
+    out_dtype = _output_dtype(measured.dtype, settings)
+    image = merge(sources, measured, weights, settings, out_dtype, timer, progress)
+    begin = time.perf_counter()
+    depthmap = _depth_image(depth, measured.shape, count) if settings.depthmap else None
+    timer.add("finish", begin)
+    timer.seconds["total"] = time.perf_counter() - started
+    shares = [float(w.luma.mean()) for w in weights]
+    frames = [{**record, "share": round(share, 4)} for record, share in zip(measured.frames, shares)]
+    warnings = [f"{f['name']}: {w}" for f in frames for w in f["warnings"]]
+    record = {
+        "software": f"focus-watcher {__version__}",
+        "frames": frames,
+        "reference": {"index": ref, "name": sources[ref].name},
+        "width": measured.shape[1],
+        "height": measured.shape[0],
+        "input_bit_depth": 16 if measured.dtype == np.uint16 else 8,
+        "output_bit_depth": 16 if out_dtype == np.uint16 else 8,
+        "decision": {
+            "width": measured.decision_shape[1],
+            "height": measured.decision_shape[0],
+            "confident_share": round(float(measured.depth.confidence.mean()), 4),
+        },
+        "timings": {stage: round(seconds, 4) for stage, seconds in timer.seconds.items()},
+        "warnings": warnings,
+        "settings": settings.model_dump(mode="json"),
+    }
+    exif = upright_exif(measured.exif) if measured.exif else None
+    return StackResult(image=image, depthmap=depthmap, record=record, exif=exif)
+
+
+def frame_weights(measured: Measured, depth: np.ndarray, settings: StackingSettings) -> list[FrameWeights]:
+    """Every frame's normalised weights at the decision's resolution, from the (refined) ``depth`` map."""
+    luma_half, colour_half = transitions(settings.blend)
+    count = len(measured.warps)
+    coverages = [measured.coverage(k) for k in range(count)]
+
+    def normalised(half: float) -> list[np.ndarray]:
+        raw = []
+        for k, covered in enumerate(coverages):
+            w = kernel(k, depth, half)
+            if covered is not None:
+                w[~covered] = 0.0
+            raw.append(w)
+        total = np.sum(raw, axis=0)
+        # Where the frames the depth names do not cover a pixel (a border), the nearest frames that do take over.
+        orphan = total <= 0
+        if orphan.any():
+            nearest = _nearest_covering(depth, coverages, orphan)
+            for k, w in enumerate(raw):
+                w[orphan & (nearest == k)] = 1.0
+            total = np.sum(raw, axis=0)
+        return [w / total for w in raw]
+
+    luma = normalised(luma_half)
+    colour = luma if colour_half == luma_half else normalised(colour_half)
+    return [FrameWeights(luma[k], colour[k], measured.warps[k], measured.gains[k]) for k in range(count)]
+
+
+def _nearest_covering(depth: np.ndarray, coverages: list[np.ndarray | None], where: np.ndarray) -> np.ndarray:
+    """Per pixel, the index of the covering frame nearest to the depth (-1 where none covers)."""
+    best = np.full(depth.shape, np.inf, np.float32)
+    nearest = np.full(depth.shape, -1, np.int32)
+    for k, covered in enumerate(coverages):
+        distance = np.abs(depth - k)
+        if covered is not None:
+            distance[~covered] = np.inf
+        closer = where & (distance < best)
+        best[closer] = distance[closer]
+        nearest[closer] = k
+    return nearest
+
+
+def merge(
+    sources: Sequence[FrameSource],
+    measured: Measured,
+    weights: list[FrameWeights],
+    settings: StackingSettings,
+    out_dtype: type[np.integer],
+    timer: Timer,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Decode every frame whole and fold it in with its weights; the result in ``out_dtype``."""
+    count = len(sources)
     max_pixels = int(settings.max_megapixels * 1e6)
+    gain_scale = max(max(g) for g in measured.gains)
+    fusion = Fusion(settings.blend, measured.shape, measured.dtype, gain_scale)
+    needed = [k for k in range(count) if weights[k].luma.any() or weights[k].colour.any()]
+    reference = sources[reference_index(count, settings.reference)].name
 
     def load(source: FrameSource) -> Frame:
         begin = time.perf_counter()
@@ -153,65 +229,23 @@ def stack(
         timer.add("decode", begin)
         return frame
 
-    records: list[dict] = [{} for _ in range(count)]
-    warnings: list[str] = []
-    state: _Placement | None = None
-    blend = depth = None
-    exif = None
     tick = time.perf_counter()
-    for position, frame in prefetching([sources[i] for i in order], load):
-        index = order[position]
+    for position, frame in prefetching([sources[k] for k in needed], load):
+        index = needed[position]
         tick = timer.add("wait_for_decode", tick)
-        if state is None:
-            state = _Placement(frame.pixels, settings)
-            blend = make_blend(settings.blend, state.shape, settings.weight_power)
-            depth = _SharpestFrame(state.focus_shape) if settings.depthmap else None
-            exif = upright_exif(frame.exif) if frame.exif else None
-        else:
-            _check_matches(frame, state, sources[ref].name)
-        aligned, cover_small, info = state.place(frame.pixels, index, ref, timer)
-        name = frame.name
-        del frame  # the decoded frame is not needed once aligned (memory: one frame less)
-        tick = time.perf_counter()
-        score_small = state.score(aligned, settings)
-        if cover_small is not None:
-            score_small[~cover_small] = UNCOVERED
-        if depth is not None:
-            depth.add(index, score_small)
-        tick = timer.add("focus", tick)
-        blend.add(aligned, ScoreMap(score_small, state.shape))
-        del aligned
-        tick = timer.add("blend", tick)
-        records[index] = {"name": name, **info}
-        warnings.extend(f"{name}: {w}" for w in info["warnings"])
+        check_matches(frame.name, frame.pixels.shape[:2], frame.pixels.dtype, measured.shape, measured.dtype, reference)
+        fusion.add(frame.pixels, weights[index])
+        del frame
+        tick = timer.add("merge", tick)
         if progress:
-            progress("frames", position + 1, count)
-    assert state is not None and blend is not None
-
-    image = blend.result()
-    del blend
-    tick = timer.add("finish", tick)
+            progress("merge", position + 1, len(needed))
+    image = fusion.result()
+    del fusion
     if settings.sharpen > 0:
         unsharp_mask(image, settings.sharpen)
-        tick = timer.add("sharpen", tick)
-    out_dtype = _output_dtype(state.dtype, settings)
     image = to_output_dtype(image, out_dtype)
-    depthmap = depth.result(count, state.shape) if depth is not None else None
-    tick = timer.add("finish", tick)
-    timer.seconds["total"] = time.perf_counter() - started
-    record = {
-        "software": f"focus-watcher {__version__}",
-        "frames": records,
-        "reference": {"index": ref, "name": sources[ref].name},
-        "width": state.shape[1],
-        "height": state.shape[0],
-        "input_bit_depth": 16 if state.dtype == np.uint16 else 8,
-        "output_bit_depth": 16 if out_dtype == np.uint16 else 8,
-        "timings": {stage: round(seconds, 4) for stage, seconds in timer.seconds.items()},
-        "warnings": warnings,
-        "settings": settings.model_dump(mode="json"),
-    }
-    return StackResult(image=image, depthmap=depthmap, record=record, exif=exif)
+    timer.add("finish", tick)
+    return image
 
 
 def stack_to_file(
@@ -246,93 +280,10 @@ def unsharp_mask(image: np.ndarray, amount: float, sigma: float = 1.0) -> None:
     cv2.addWeighted(image, 1.0 + amount, blurred, -amount, 0.0, dst=image)
 
 
-class _Placement:
-    """Per-stack geometry: reference size, alignment state of each side of the reference, focus resolution."""
-
-    def __init__(self, reference: np.ndarray, settings: StackingSettings) -> None:
-        self.settings = settings
-        self.shape: tuple[int, int] = reference.shape[:2]
-        self.dtype = reference.dtype
-        height, width = self.shape
-        focus_scale = min(1.0, math.sqrt(settings.focus_max_megapixels * 1e6 / (height * width)))
-        self.focus_shape = (max(1, round(height * focus_scale)), max(1, round(width * focus_scale)))
-        self.focus_scale = self.focus_shape[1] / width
-        # per side of the reference (+1 later frames, -1 earlier): (neighbour's grey, its warp, last step's warp)
-        self.sides: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
-
-    def place(self, pixels: np.ndarray, index: int, ref: int, timer: _Timer) -> tuple[np.ndarray, np.ndarray | None, dict]:
-        """Align ``pixels`` into the reference geometry; returns (aligned, focus-resolution coverage, record)."""
-        begin = time.perf_counter()
-        identity = {"model": "identity", "correlation": None, "transform": np.eye(3).tolist(), "warnings": []}
-        if not self.settings.align:
-            return pixels, None, identity
-        grey, scale = alignment_image(pixels, self.settings.align_max_side)
-        if index == ref:
-            self.sides = {+1: (grey, np.eye(3), None), -1: (grey, np.eye(3), None)}
-            timer.add("align", begin)
-            return pixels, None, identity
-        side = 1 if index > ref else -1
-        neighbour, neighbour_warp, prior = self.sides[side]
-        pair = estimate_pair(
-            neighbour, grey, levels=self.settings.pyramid_levels, keep_percent=self.settings.mask_threshold, prior=prior
-        )
-        warp_small = pair.warp @ neighbour_warp
-        self.sides[side] = (grey, warp_small, pair.warp if pair.model != "identity" else prior)
-        warp = rescale_warp(warp_small, 1.0 / scale)
-        begin = timer.add("align", begin)
-        aligned = warp_frame(pixels, warp)
-        cover = coverage(rescale_warp(warp, self.focus_scale), self.focus_shape)
-        timer.add("warp", begin)
-        info = {
-            "model": pair.model,
-            "correlation": None if math.isnan(pair.correlation) else round(pair.correlation, 5),
-            "transform": np.round(warp, 8).tolist(),
-            "warnings": list(pair.warnings),
-        }
-        return aligned, cover, info
-
-    def score(self, aligned: np.ndarray, settings: StackingSettings) -> np.ndarray:
-        """Focus score map at focus resolution, edge-aware smoothed for ``guided_weighted``."""
-        grey = cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY)
-        if self.focus_shape != self.shape:
-            grey = cv2.resize(grey, self.focus_shape[::-1], interpolation=cv2.INTER_AREA)
-        grey = grey.astype(np.float32) * np.float32(1.0 / np.iinfo(grey.dtype).max)
-        score = focus_score(grey, settings.focus_measure, settings.focus_window)
-        if settings.blend == "guided_weighted":
-            score = guided_filter(grey, score, round(_GUIDED_RADIUS_PER_WINDOW * settings.focus_window), _GUIDED_EPS)
-        return score
-
-
-class _SharpestFrame:
-    """Running per-pixel argmax of the focus score, at focus resolution (for the depth map)."""
-
-    def __init__(self, shape: tuple[int, int]) -> None:
-        self.best = np.full(shape, -np.inf, np.float32)
-        self.index = np.zeros(shape, np.uint16)
-
-    def add(self, index: int, score: np.ndarray) -> None:
-        better = score > self.best
-        np.copyto(self.best, score, where=better)
-        self.index[better] = index
-
-    def result(self, count: int, shape: tuple[int, int]) -> np.ndarray:
-        scaled = (self.index.astype(np.float32) * (255.0 / max(1, count - 1))).round().astype(np.uint8)
-        smooth = cv2.medianBlur(scaled, _DEPTH_MEDIAN)
-        return cv2.resize(smooth, shape[::-1], interpolation=cv2.INTER_NEAREST)
-
-
-def _check_matches(frame: Frame, state: _Placement, reference: str) -> None:
-    if frame.pixels.shape[:2] != state.shape:
-        height, width = frame.pixels.shape[:2]
-        raise FrameError(
-            frame.name, f"size {width}x{height} differs from the reference {reference}'s {state.shape[1]}x{state.shape[0]}"
-        )
-    if frame.pixels.dtype != state.dtype:
-        bits = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
-        raise FrameError(
-            frame.name, f"{bits[frame.pixels.dtype]}-bit frame in a stack of {bits[state.dtype]}-bit frames "
-            f"(reference {reference})"
-        )
+def _depth_image(depth: np.ndarray, shape: tuple[int, int], count: int) -> np.ndarray:
+    scaled = depth * np.float32(255.0 / max(1, count - 1))
+    small = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return cv2.resize(small, shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 
 def _output_dtype(input_dtype: np.dtype, settings: StackingSettings) -> type[np.integer]:

@@ -1,0 +1,173 @@
+"""Decide stage: which frame is in focus at each pixel, as a smooth depth map (frame index, fractional).
+
+Frames stream through :class:`DepthVotes` one at a time; it keeps only running per-pixel statistics (best score and
+its frame, the scores of that frame's two neighbours, the mean score), so memory does not grow with the number of
+frames. :func:`decide` turns them into a depth map:
+
+1. Where one frame is clearly sharper than the stack's average (a *confident* pixel), the depth is that frame,
+   refined to a fraction of a frame by a parabola through its neighbours' scores.
+2. Everywhere else -- flat areas, the inside of bright strokes, noise -- no frame has evidence of its own, and a
+   frame's score there is only the light its blur spread from somewhere else. Those pixels take the depth of the
+   confident pixels around them, the strongest evidence counting most, from as far as needed (a pyramid fill:
+   each gap is filled at the scale of the gap). So a flat stroke takes the depth of its own edges, and a frame's
+   blurred light beside an edge loses to the edge's own sharp frame.
+
+:func:`refine` then smooths the depth map where its own evidence is weak or disagrees with its surroundings by
+more than half a frame (a blurred frame's glow that out-scored the flat gap between two bright strokes), following
+the reference frame's edges, so flat areas take one depth and show no mottle of frames switching back and forth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from watcher.stacking.focus import guided_filter
+
+# A pixel is confident when its best frame's score exceeds the mean over the frames by more than this (natural
+# log of energy): 0 at CONFIDENT_FROM, 1 at CONFIDENT_FROM + CONFIDENT_RAMP.
+CONFIDENT_FROM = 0.3
+CONFIDENT_RAMP = 0.5
+# Fill: a pyramid level's own estimate replaces the coarser one where FILL_GAIN * (its share of confident pixels)
+# reaches 1 (a quarter of the neighbourhood confident suffices).
+FILL_GAIN = 4.0
+# refine: a confident pixel whose depth differs from the smoothed map by more than this (frames) is an outlier.
+OUTLIER_FRAMES = 0.5
+# refine's smoothing: radius as a fraction of the map's diagonal; edges of the guide with a variance (grey values
+# in [0, 1]) well above SMOOTHING_EPS are kept.
+SMOOTHING_RADIUS = 0.003
+SMOOTHING_EPS = 1e-3
+_NO_SCORE = np.float32(-1e30)  # below any real score: a frame that does not cover a pixel
+
+
+@dataclass(frozen=True)
+class DepthMap:
+    """Where each pixel is in focus.
+
+    Attributes
+    ----------
+    depth : ndarray, shape (h, w), float32
+        Frame index in [0, count - 1], fractional between frames.
+    confidence : ndarray, shape (h, w), float32 in [0, 1]
+        How much the pixel's own evidence decided its depth (0: filled from around it).
+    """
+
+    depth: np.ndarray
+    confidence: np.ndarray
+
+
+class DepthVotes:
+    """Running per-pixel statistics of the frames' score maps, in any frame order.
+
+    Parameters
+    ----------
+    shape : (h, w)
+        Size of every score map.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.best = np.full(shape, _NO_SCORE, np.float32)
+        self.index = np.zeros(shape, np.int32)
+        self.below = np.full(shape, _NO_SCORE, np.float32)  # score of frame index - 1, where seen
+        self.above = np.full(shape, _NO_SCORE, np.float32)  # score of frame index + 1, where seen
+        self.total = np.zeros(shape, np.float32)
+        self.count = np.zeros(shape, np.float32)
+        # Scores kept to give a new best frame its neighbours: the first frame's (the reference, whose neighbours
+        # come on both sides) and the last one's (the previous frame of the same side).
+        self._kept: dict[int, np.ndarray] = {}
+        self._first: int | None = None
+
+    def add(self, index: int, score: np.ndarray) -> None:
+        """Fold in the score map of frame ``index`` (pixels it does not cover set to ``UNCOVERED`` or below)."""
+        covered = score > _NO_SCORE / 2
+        np.add(self.total, score, out=self.total, where=covered)
+        self.count += covered
+        for neighbour, slot in ((index - 1, self.above), (index + 1, self.below)):
+            # this frame is the neighbour of pixels whose best frame is `neighbour`
+            np.copyto(slot, score, where=(self.index == neighbour) & (self.best > _NO_SCORE))
+        better = score > self.best
+        np.copyto(self.best, score, where=better)
+        self.index[better] = index
+        for neighbour, slot in ((index - 1, self.below), (index + 1, self.above)):
+            known = self._kept.get(neighbour)
+            np.copyto(slot, known if known is not None else _NO_SCORE, where=better)
+        if self._first is None:
+            self._first = index
+        self._kept = {i: s for i, s in self._kept.items() if i == self._first}
+        self._kept[index] = score
+
+
+def decide(votes: DepthVotes, count: int) -> DepthMap:
+    """The depth map from the folded votes of ``count`` frames (see the module docstring)."""
+    best, below, above = votes.best, votes.below, votes.above
+    has_both = (below > _NO_SCORE) & (above > _NO_SCORE)
+    curvature = np.where(has_both, below - 2.0 * best + above, 0.0)
+    peaked = curvature < -1e-6
+    offset = np.zeros_like(best)
+    np.divide(0.5 * (below - above), curvature, out=offset, where=peaked)
+    depth = votes.index.astype(np.float32) + np.clip(offset, -0.5, 0.5)
+    covered = votes.count > 0
+    mean = np.divide(votes.total, votes.count, out=np.zeros_like(best), where=covered)
+    margin = np.where(covered, best - mean, 0.0)
+    confidence = np.clip((margin - CONFIDENT_FROM) / CONFIDENT_RAMP, 0.0, 1.0).astype(np.float32)
+    # The strongest evidence counts most in the fill: a frame's spread light beside an edge is weaker than the edge.
+    strength = np.exp(np.where(covered, best - best[covered].max(initial=0.0), -80.0)).astype(np.float32)
+    filled = fill(depth, confidence * strength, default=(count - 1) / 2)
+    depth = confidence * depth + (1.0 - confidence) * filled
+    return DepthMap(np.clip(depth, 0, count - 1).astype(np.float32), confidence)
+
+
+def fill(values: np.ndarray, weights: np.ndarray, *, default: float) -> np.ndarray:
+    """Fill ``values`` where ``weights`` are low from the weighted values around them, at the scale of each gap.
+
+    A weighted image pyramid (push), then from coarse to fine each level's own weighted mean replaces the coarser
+    estimate in proportion to how much weight it has (pull) -- normalised convolution at every scale at once.
+
+    Parameters
+    ----------
+    values, weights : ndarray, shape (h, w), float32
+        ``weights`` in [0, 1]: 1 is full trust in a pixel's own value (``FILL_GAIN`` times less suffices).
+    default : float
+        The value everywhere when no weight is anywhere.
+
+    Returns
+    -------
+    ndarray, shape (h, w), float32
+    """
+    sums, masses = [values * weights], [weights]
+    while min(masses[-1].shape) > 2:
+        sums.append(cv2.pyrDown(sums[-1]))
+        masses.append(cv2.pyrDown(masses[-1]))
+    mass = float(masses[-1].sum())
+    estimate = np.full(masses[-1].shape, sums[-1].sum() / mass if mass > 0 else default, np.float32)
+    for level in range(len(sums) - 1, -1, -1):
+        if estimate.shape != sums[level].shape:
+            estimate = cv2.pyrUp(estimate, dstsize=sums[level].shape[::-1])
+        own = np.divide(sums[level], masses[level], out=estimate.copy(), where=masses[level] > 1e-12)
+        trust = np.clip(masses[level] * np.float32(FILL_GAIN), 0.0, 1.0)
+        estimate = trust * own + (1.0 - trust) * estimate
+    return estimate.astype(np.float32)
+
+
+def refine(depth: DepthMap, guide: np.ndarray, *, edge_aware: bool = True) -> DepthMap:
+    """Smooth ``depth`` where its evidence is weak or it is an outlier (see the module docstring).
+
+    Parameters
+    ----------
+    depth : DepthMap
+    guide : ndarray, shape (h, w), float32 in [0, 1]
+        The reference frame's grey at the map's resolution.
+    edge_aware : bool
+        Follow ``guide``'s edges (a guided filter); otherwise a plain Gaussian of the same reach.
+    """
+    radius = max(1, round(SMOOTHING_RADIUS * float(np.hypot(*depth.depth.shape))))
+    if edge_aware:
+        smooth = guided_filter(guide, depth.depth, radius, SMOOTHING_EPS)
+    else:
+        smooth = cv2.GaussianBlur(depth.depth, (0, 0), radius / 2)
+    trust = np.where(np.abs(depth.depth - smooth) > OUTLIER_FRAMES, 0.0, depth.confidence).astype(np.float32)
+    refined = trust * depth.depth + (1.0 - trust) * smooth
+    low, high = float(depth.depth.min(initial=0.0)), float(depth.depth.max(initial=0.0))
+    return replace(depth, depth=np.clip(refined, low, high).astype(np.float32))

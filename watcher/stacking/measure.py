@@ -1,0 +1,271 @@
+"""The measuring pass: every frame, decoded small, is placed, matched and scored; the depth map is decided.
+
+Frames come in placement order -- the reference first, then outward on each side -- so that each is aligned to an
+already placed neighbour. For each frame this pass keeps only its transform, its gains and a few numbers for the
+record; the per-pixel evidence is folded into :class:`~watcher.stacking.depth.DepthVotes` as it arrives. Memory is
+a few maps at the decision's resolution, whatever the number of frames.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from watcher.config import StackingSettings
+from watcher.stacking.align import alignment_image, coverage, estimate_pair, rescale_warp, warp_frame
+from watcher.stacking.depth import DepthMap, DepthVotes, decide
+from watcher.stacking.focus import multiscale_score
+from watcher.stacking.frames import Frame, FrameError, FrameSource, prefetching, read_preview
+from watcher.stacking.photometric import channel_gains, match_copy
+
+UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover
+_BITS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
+_CHANGE_QUANTILE = 50  # focus_change is measured where either frame scores above its median (textured pixels)
+
+
+@dataclass
+class Timer:
+    """Seconds per named stage, summed over frames."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
+
+
+@dataclass
+class Measured:
+    """What the merging pass needs, and the record's account of each frame.
+
+    Attributes
+    ----------
+    shape : (H, W)
+        The reference frame's full size; every frame has it.
+    dtype : numpy dtype
+        Sample type of every frame.
+    decision_shape : (h, w)
+        Resolution of the depth map and of the weights.
+    warps : list of ndarray (3, 3)
+        Per frame index, reference -> frame coordinates at full resolution.
+    gains : list of (3,) tuples
+        Per frame index, (B, G, R) gains matching it to the reference.
+    depth : DepthMap
+    guide : ndarray, shape (h, w), float32
+        The reference frame's grey at the decision's resolution (edges to refine the depth map along).
+    frames : list of dict
+        Per frame index, the record: name, placement, model, correlation, transform, gains, focus_change, warnings.
+    exif : bytes or None
+        The reference frame's EXIF block.
+    """
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+    decision_shape: tuple[int, int]
+    warps: list[np.ndarray]
+    gains: list[tuple[float, float, float]]
+    depth: DepthMap
+    guide: np.ndarray
+    frames: list[dict]
+    exif: bytes | None
+
+    def coverage(self, index: int) -> np.ndarray | None:
+        """Bool map (h, w) of decision pixels frame ``index`` covers; None when it covers all of them."""
+        scale = self.decision_shape[1] / self.shape[1]
+        return coverage(rescale_warp(self.warps[index], scale), self.decision_shape)
+
+
+def decision_shape(shape: tuple[int, int], max_megapixels: float) -> tuple[int, int]:
+    """Size (h, w) of the depth map for frames of ``shape``: at most ``max_megapixels``, same aspect."""
+    height, width = shape
+    scale = min(1.0, math.sqrt(max_megapixels * 1e6 / (height * width)))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def measure(
+    sources: Sequence[FrameSource],
+    settings: StackingSettings,
+    reference: int,
+    timer: Timer,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Measured:
+    """Place, match and score every frame (decoded small) and decide the depth map; see the module docstring."""
+    count = len(sources)
+    order = [reference, *range(reference + 1, count), *range(reference - 1, -1, -1)]
+    max_pixels = int(settings.max_megapixels * 1e6)
+    preview_pixels = int(settings.focus_max_megapixels * 1e6)
+
+    def load(source: FrameSource) -> Frame:
+        begin = time.perf_counter()
+        frame = read_preview(source, max_pixels=max_pixels, preview_pixels=preview_pixels)
+        timer.add("decode_preview", begin)
+        return frame
+
+    state: _Measuring | None = None
+    records: list[dict] = [{} for _ in range(count)]
+    exif = None
+    for position, frame in prefetching([sources[i] for i in order], load):
+        index = order[position]
+        begin = time.perf_counter()
+        if state is None:
+            state = _Measuring(frame, settings, count)
+            exif = frame.exif
+        else:
+            check_matches(frame.name, frame.full_shape, frame.pixels.dtype, state.shape, state.dtype,
+                          sources[reference].name)
+        timer.add("wait_for_decode", begin)
+        records[index] = {"name": frame.name, **state.add(index, reference, frame.pixels, timer)}
+        if progress:
+            progress("measure", position + 1, count)
+    assert state is not None
+    for record, change in zip(records, state.focus_changes):
+        record["focus_change"] = change
+    begin = time.perf_counter()
+    depth = decide(state.votes, count)
+    timer.add("decide", begin)
+    return Measured(
+        shape=state.shape, dtype=state.dtype, decision_shape=state.decision_shape, warps=state.warps,
+        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=exif,
+    )
+
+
+def check_matches(name: str, shape: tuple[int, int], dtype: np.dtype, ref_shape: tuple[int, int],
+                  ref_dtype: np.dtype, reference: str) -> None:
+    """Raise :class:`FrameError` unless a frame has the reference's size and sample type."""
+    if tuple(shape) != tuple(ref_shape):
+        raise FrameError(name, f"size {shape[1]}x{shape[0]} differs from the reference {reference}'s "
+                               f"{ref_shape[1]}x{ref_shape[0]}")
+    if dtype != ref_dtype:
+        raise FrameError(name, f"{_BITS[np.dtype(dtype)]}-bit frame in a stack of {_BITS[np.dtype(ref_dtype)]}-bit "
+                               f"frames (reference {reference})")
+
+
+class _Measuring:
+    """Per-stack state of the measuring pass."""
+
+    def __init__(self, first: Frame, settings: StackingSettings, count: int) -> None:
+        self.settings = settings
+        self.shape: tuple[int, int] = first.full_shape
+        self.dtype = first.pixels.dtype
+        self.decision_shape = decision_shape(self.shape, settings.focus_max_megapixels)
+        self.warps: list[np.ndarray] = [np.eye(3) for _ in range(count)]
+        self.gains: list[tuple[float, float, float]] = [(1.0, 1.0, 1.0) for _ in range(count)]
+        self.votes = DepthVotes(self.decision_shape)
+        self.guide = np.zeros(self.decision_shape, np.float32)
+        self._reference_copy: np.ndarray | None = None
+        # per side of the reference (+1 later frames, -1 earlier): (neighbour's grey, its warp, last step) at
+        # alignment resolution; and the neighbour's score (for focus_change)
+        self._sides: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self._scores: dict[int, np.ndarray] = {}
+        self.focus_changes: list[float | None] = [None] * count
+        self._first_steps: dict[int, np.ndarray] = {}
+
+    def add(self, index: int, reference: int, pixels: np.ndarray, timer: Timer) -> dict:
+        """Measure one frame (preview ``pixels``); returns its record."""
+        begin = time.perf_counter()
+        placed = self._place(index, reference, pixels)
+        begin = timer.add("align", begin)
+        small = self._decision_copy(pixels)
+        scale = self.decision_shape[1] / self.shape[1]
+        warp_small = rescale_warp(self.warps[index], scale)
+        aligned = warp_frame(small, warp_small)
+        covered = coverage(warp_small, self.decision_shape)
+        begin = timer.add("warp", begin)
+        gains, gains_note = self._match(index, aligned, covered)
+        begin = timer.add("match", begin)
+        colour = aligned.astype(np.float32) * (np.asarray(gains, np.float32) / np.float32(np.iinfo(self.dtype).max))
+        grey = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+        if index == reference:
+            self.guide = grey
+        score = multiscale_score(grey, self.settings.focus_measure, self.settings.focus_window,
+                                 self.settings.focus_scales)
+        if covered is not None:
+            score[~covered] = UNCOVERED
+        if index == reference:
+            self._scores = {+1: score, -1: score}
+        else:
+            side = 1 if index > reference else -1
+            # the change belongs to the later frame of the pair (frame i against frame i - 1)
+            self.focus_changes[max(index, index - side)] = _focus_change(score, self._scores[side])
+            self._scores[side] = score
+        self.votes.add(index, score)
+        timer.add("focus", begin)
+        record = {**placed, "gains": [round(g, 4) for g in gains]}
+        if gains_note:
+            record["notes"] = [*record.get("notes", []), gains_note]
+        return record
+
+    def _decision_copy(self, pixels: np.ndarray) -> np.ndarray:
+        height, width = self.decision_shape
+        if pixels.shape[:2] == (height, width):
+            return pixels
+        return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
+
+    def _place(self, index: int, reference: int, pixels: np.ndarray) -> dict:
+        settings = self.settings
+        if not settings.align:
+            return {"placement": "unaligned", "model": "identity", "correlation": None,
+                    "transform": np.eye(3).tolist(), "warnings": []}
+        grey, preview_scale = alignment_image(pixels, settings.align_max_side)
+        scale = preview_scale * pixels.shape[1] / self.shape[1]  # alignment px per full-resolution px
+        if index == reference:
+            self._sides = {+1: (grey, np.eye(3), None), -1: (grey, np.eye(3), None)}
+            return {"placement": "reference", "model": "identity", "correlation": None,
+                    "transform": np.eye(3).tolist(), "warnings": []}
+        side = 1 if index > reference else -1
+        neighbour, neighbour_warp, last_step = self._sides[side]
+        prediction = last_step
+        if prediction is None and -side in self._first_steps:
+            # the first step on this side mirrors the first step on the other (breathing is smooth through the
+            # reference)
+            prediction = np.linalg.inv(self._first_steps[-side])
+        pair = estimate_pair(neighbour, grey, levels=settings.pyramid_levels, keep_percent=settings.mask_threshold,
+                             prediction=prediction)
+        if last_step is None and pair.model not in ("predicted", "identity"):
+            self._first_steps[side] = pair.warp
+        step = pair.warp if pair.model != "identity" else last_step
+        warp_small = pair.warp @ neighbour_warp
+        self._sides[side] = (grey, warp_small, step)
+        self.warps[index] = rescale_warp(warp_small, 1.0 / scale)
+        record = {
+            "placement": {"predicted": "predicted", "identity": "unaligned"}.get(pair.model, "estimated"),
+            "model": pair.model,
+            "correlation": None if math.isnan(pair.correlation) else round(pair.correlation, 5),
+            "transform": np.round(self.warps[index], 8).tolist(),
+            "warnings": list(pair.warnings),
+        }
+        if pair.tried:
+            record["notes"] = list(pair.tried)
+        return record
+
+    def _match(self, index: int, aligned: np.ndarray, covered: np.ndarray | None) -> tuple[tuple, str | None]:
+        copy = match_copy(aligned)
+        if self._reference_copy is None:
+            self._reference_copy = copy
+            return (1.0, 1.0, 1.0), None
+        mask = None
+        if covered is not None:
+            mask = cv2.resize(covered.astype(np.uint8), copy.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+        gains = channel_gains(self._reference_copy, copy, mask)
+        if gains is None:
+            return (1.0, 1.0, 1.0), "exposure and colour not matched: too different from the reference"
+        self.gains[index] = gains
+        return gains, None
+
+
+def _focus_change(score: np.ndarray, previous: np.ndarray | None) -> float | None:
+    """Median |score - previous| (natural log of energy) where either is textured and both cover the pixel."""
+    if previous is None:
+        return None
+    both = (score > UNCOVERED / 2) & (previous > UNCOVERED / 2)
+    if not both.any():
+        return None
+    textured = both & ((score > np.percentile(score[both], _CHANGE_QUANTILE))
+                       | (previous > np.percentile(previous[both], _CHANGE_QUANTILE)))
+    return round(float(np.median(np.abs(score[textured] - previous[textured]))), 4)
