@@ -244,7 +244,7 @@ def disparity_depth(size: tuple[int, int]) -> np.ndarray:
     return np.clip(resized, 0.0, 1.0)
 
 
-def _shape_alpha(implicit: np.ndarray) -> np.ndarray:
+def shape_alpha(implicit: np.ndarray) -> np.ndarray:
     """Anti-aliased coverage of ``implicit < 0``, using ``f / |grad f|`` as distance in px."""
     gy, gx = np.gradient(implicit)
     return np.clip(0.5 - implicit / np.maximum(np.hypot(gx, gy), 1e-6), 0.0, 1.0).astype(np.float32)
@@ -263,12 +263,13 @@ def _layered_scene(
     layers = [Layer(background, None, 0.7 + 0.3 * _normalise(np.broadcast_to(u + 0.5 * v, y.shape)))]
     keys = [key for key in _LAYER_PHOTOS if key != photo][:2]
     for key, implicit, depth in zip(keys, (ellipse, flower), (0.45, 0.0), strict=True):
-        colour = _linear(load_photo(key, size) * micro_texture(y.shape, rng)[..., None])
-        layers.append(Layer(colour, _shape_alpha(implicit), np.full(y.shape, depth, np.float32)))
+        colour = to_linear(load_photo(key, size) * micro_texture(y.shape, rng)[..., None])
+        layers.append(Layer(colour, shape_alpha(implicit), np.full(y.shape, depth, np.float32)))
     return layers
 
 
-def _linear(encoded: np.ndarray) -> np.ndarray:
+def to_linear(encoded: np.ndarray) -> np.ndarray:
+    """Display-encoded values in [0, 1] (clipped) to linear light, float32."""
     return np.power(np.clip(encoded, 0.0, 1.0), _GAMMA, dtype=np.float32)
 
 
@@ -283,7 +284,7 @@ def build_scene(name: str, size: tuple[int, int], rng: np.random.Generator) -> l
         raise ValueError(
             f"case {name!r} is not <photo>_<depth> with photo in {sorted(PHOTOS)} and depth in {DEPTHS}"
         )
-    colour = _linear(load_photo(photo, size) * micro_texture((size[1], size[0]), rng)[..., None])
+    colour = to_linear(load_photo(photo, size) * micro_texture((size[1], size[0]), rng)[..., None])
     if kind == "layers":
         return _layered_scene(colour, photo, size, rng)
     depth = disparity_depth(size) if kind == "disparity" else depth_map(kind, size)
