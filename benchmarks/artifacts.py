@@ -41,6 +41,7 @@ from benchmarks.quality import (
     artifact_regions,
     artifact_scores,
     band_psnr,
+    corner_error_rms,
     frame_baseline,
     psnr,
     ssim,
@@ -90,6 +91,7 @@ hollow  how much less a bright stroke's interior stands out than its rim, % of i
 mottle% RMS band-pass (difference of Gaussians, 3 and 15 px) in regions flat in every frame, % of full scale
 detail  RMS gradient where the per-tile frame is not flat, % of full scale per px (blur lowers it)
 x       ratio to the frame in focus per tile (the sharpest frame of each 96 px tile)
+unaligned  frames the engine left unaligned (identity); align: largest corner error of its transforms, px
 PSNR, band (PSNR 3-32 px beside strong edges), SSIM: against ground truth (synthetic cases), dB; the sharpest
         frame's are the best of any single frame in its own geometry"""
 _STACK_SCRIPT = """
@@ -243,7 +245,7 @@ def _ratio(value: float, base: float) -> float:
 def print_table(rows: list[dict]) -> None:
     """The table; ratios and differences are relative to the same stack's 'frame in focus per tile' row."""
     print(f"\n{'stack':20} {'image':26} {'PSNR':>6} {'band':>6} {'SSIM':>6} | {'halo%':>6} | {'hollow':>7} "
-          f"{'d':>6} | {'mottle%':>7} {'x':>5} | {'detail':>6} {'x':>5} | unaligned")
+          f"{'d':>6} | {'mottle%':>7} {'x':>5} | {'detail':>6} {'x':>5} | unaligned  align")
     by_stack: dict[str, list[dict]] = {}
     for row in rows:
         by_stack.setdefault(row["stack"], []).append(row)
@@ -252,10 +254,12 @@ def print_table(rows: list[dict]) -> None:
         for r in stack_rows:
             full = " ".join(f"{r[key]:6.{digits}f}" if key in r else f"{'':6}"
                             for key, digits in (("psnr", 2), ("band", 2), ("ssim", 4)))
-            print(f"{r['stack']:20} {r['image']:26} {full} | {r['halo']:6.2f} | {r['hollow']:7.1f} "
-                  f"{r['hollow'] - base['hollow']:+6.1f} | {r['mottle']:7.3f} "
-                  f"{_ratio(r['mottle'], base['mottle']):5.2f} | {r['detail']:6.2f} "
-                  f"{_ratio(r['detail'], base['detail']):5.2f} | {r.get('unaligned', '')}")
+            align = f"{r['align']:5.2f}" if "align" in r else ""
+            line = (f"{r['stack']:20} {r['image']:26} {full} | {r['halo']:6.2f} | {r['hollow']:7.1f} "
+                    f"{r['hollow'] - base['hollow']:+6.1f} | {r['mottle']:7.3f} "
+                    f"{_ratio(r['mottle'], base['mottle']):5.2f} | {r['detail']:6.2f} "
+                    f"{_ratio(r['detail'], base['detail']):5.2f} | {r.get('unaligned', ''):9} {align}")
+            print(line.rstrip())
     print(_LEGEND)
 
 
@@ -286,9 +290,20 @@ def write_crops(folder: Path, name: str, crops: dict[str, Crop], images: dict[st
     return written
 
 
+def engine_columns(record: dict, case: FocalStack | None) -> dict:
+    """The engine's own columns: frames left unaligned and, with ground truth, the largest corner error (px) of
+    its transforms."""
+    columns = {"unaligned": unaligned(record)}
+    if case is not None:
+        reference = record["reference"]["index"]
+        columns["align"] = max(corner_error_rms(np.array(f["transform"]), case.true_alignment(i, reference),
+                                                case.truth.shape) for i, f in enumerate(record["frames"]))
+    return columns
+
+
 def stack_results(
     name: str, paths: list[Path], reference: int, codes: list[tuple[str, Path]], settings: dict, scratch: Path,
-    with_focus_stack: bool,
+    with_focus_stack: bool, case: FocalStack | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, dict]]:
     """label -> (result in the reference frame's geometry, its coverage, extra columns), for every engine in
     ``codes``, focus-stack (if asked and built) and any shipped result of another tool."""
@@ -298,7 +313,7 @@ def stack_results(
     results = {}
     for label, code in codes:
         image, record = run_engine(code, paths, own, scratch / "out.png")
-        results[label] = (image, np.ones(image.shape[:2], bool), {"unaligned": unaligned(record)})
+        results[label] = (image, np.ones(image.shape[:2], bool), engine_columns(record, case))
     others = []
     if with_focus_stack:
         fs = run_focus_stack(paths, reference, f"{name}-{paths[0].parent.name}-ref{reference}")
@@ -352,7 +367,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 warps = cached_chain(name, paths, reference)
             else:
                 warps = [case.true_alignment(i, reference) for i in range(len(paths))]
-            results = stack_results(name, paths, reference, codes, settings, Path(tmp), not args.no_focus_stack)
+            results = stack_results(name, paths, reference, codes, settings, Path(tmp), not args.no_focus_stack,
+                                    case)
             print(f"{name}: scoring ...", file=sys.stderr, flush=True)
             stack_rows, baseline, _ = score_stack(name, paths, reference, warps, results, case=case)
             rows.extend(stack_rows)

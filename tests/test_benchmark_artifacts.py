@@ -16,7 +16,7 @@ def test_the_command_scores_and_prints_every_image(tmp_path, monkeypatch, capsys
     assert labels[:2] == ["ours", "camera oracle"] and labels[3] == "frame in focus per tile", labels
     assert labels[2].startswith("sharpest frame (")
     ours = rows[0]
-    assert ours["unaligned"] == "0/7"
+    assert ours["unaligned"] == "0/7" and 0.0 < ours["align"] < 50.0  # px, largest corner error
     assert 15.0 < ours["psnr"] < 40.0 and 0.3 < ours["ssim"] < 1.0
     assert all(math.isfinite(ours[key]) for key in ("band", "halo", "hollow", "detail"))
     assert rows[3]["halo"] == 0.0  # the baseline adds nothing to itself
