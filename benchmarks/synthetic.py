@@ -17,6 +17,8 @@ Conventions
   pixel coordinates: a truth point ``p`` appears at ``H_i @ p`` in frame ``i``,
   so ``cv2.warpPerspective(truth, H_i, (W, H))`` puts truth into frame-``i``
   geometry.
+* ``gains[i]`` scales frame ``i``'s linear light per channel (exposure and white
+  balance); the truth has gain 1, as has the middle frame.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -82,6 +85,9 @@ class Layer(NamedTuple):
     depth: np.ndarray
 
 
+SceneBuilder = Callable[[tuple[int, int], np.random.Generator], list[Layer]]
+
+
 @dataclass(frozen=True, eq=False)
 class FocalStack:
     """A rendered focal stack with its ground truth (see the module docstring)."""
@@ -94,6 +100,7 @@ class FocalStack:
     homographies: list[np.ndarray]  # K x (3, 3) float64, truth -> frame pixel coordinates
     oracle: np.ndarray  # (H, W, 3), per pixel the best-focused frame, truth coordinates
     blur_scale: float  # blur radius in px per unit of |depth - focus depth|
+    gains: np.ndarray  # (K, 3) float64: each frame's exposure x white-balance gain per channel (B, G, R)
     jpeg_bytes: tuple[bytes, ...] = field(default=(), repr=False)  # encoded frames, if JPEG
 
     def in_frame_geometry(
@@ -237,7 +244,7 @@ def disparity_depth(size: tuple[int, int]) -> np.ndarray:
     return np.clip(resized, 0.0, 1.0)
 
 
-def _shape_alpha(implicit: np.ndarray) -> np.ndarray:
+def shape_alpha(implicit: np.ndarray) -> np.ndarray:
     """Anti-aliased coverage of ``implicit < 0``, using ``f / |grad f|`` as distance in px."""
     gy, gx = np.gradient(implicit)
     return np.clip(0.5 - implicit / np.maximum(np.hypot(gx, gy), 1e-6), 0.0, 1.0).astype(np.float32)
@@ -256,12 +263,13 @@ def _layered_scene(
     layers = [Layer(background, None, 0.7 + 0.3 * _normalise(np.broadcast_to(u + 0.5 * v, y.shape)))]
     keys = [key for key in _LAYER_PHOTOS if key != photo][:2]
     for key, implicit, depth in zip(keys, (ellipse, flower), (0.45, 0.0), strict=True):
-        colour = _linear(load_photo(key, size) * micro_texture(y.shape, rng)[..., None])
-        layers.append(Layer(colour, _shape_alpha(implicit), np.full(y.shape, depth, np.float32)))
+        colour = to_linear(load_photo(key, size) * micro_texture(y.shape, rng)[..., None])
+        layers.append(Layer(colour, shape_alpha(implicit), np.full(y.shape, depth, np.float32)))
     return layers
 
 
-def _linear(encoded: np.ndarray) -> np.ndarray:
+def to_linear(encoded: np.ndarray) -> np.ndarray:
+    """Display-encoded values in [0, 1] (clipped) to linear light, float32."""
     return np.power(np.clip(encoded, 0.0, 1.0), _GAMMA, dtype=np.float32)
 
 
@@ -276,7 +284,7 @@ def build_scene(name: str, size: tuple[int, int], rng: np.random.Generator) -> l
         raise ValueError(
             f"case {name!r} is not <photo>_<depth> with photo in {sorted(PHOTOS)} and depth in {DEPTHS}"
         )
-    colour = _linear(load_photo(photo, size) * micro_texture((size[1], size[0]), rng)[..., None])
+    colour = to_linear(load_photo(photo, size) * micro_texture((size[1], size[0]), rng)[..., None])
     if kind == "layers":
         return _layered_scene(colour, photo, size, rng)
     depth = disparity_depth(size) if kind == "disparity" else depth_map(kind, size)
@@ -389,6 +397,20 @@ def frame_homographies(
     return homographies
 
 
+def frame_gains(n_frames: int, rng: np.random.Generator, drift: tuple[float, float] | None) -> np.ndarray:
+    """(K, 3) float64 per-frame, per-channel gains: 1 +- a fraction drawn from ``drift`` = (low, high).
+
+    The middle frame (``(K - 1) // 2``, the default reference) keeps gain 1: it sets the exposure, as the
+    reference frame of a stacker does. The draws come after the geometry's, so adding drift keeps the geometry.
+    """
+    gains = np.ones((n_frames, 3))
+    if drift is not None:
+        size = np.abs(rng.uniform(drift[0], drift[1], (n_frames, 3)))
+        gains += size * rng.choice([-1.0, 1.0], (n_frames, 3))
+        gains[(n_frames - 1) // 2] = 1.0
+    return gains
+
+
 def _quantise(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     top = np.iinfo(dtype).max
     return np.rint(np.clip(image, 0.0, 1.0) * top).astype(dtype)
@@ -408,6 +430,9 @@ def make_focal_stack(
     max_shift_px: float = 3.0,
     max_rotation_deg: float = 0.2,
     max_blur_radius: float | None = None,
+    focus_range: tuple[float, float] = (0.0, 1.0),
+    gain_drift: tuple[float, float] | None = None,
+    scene: SceneBuilder | None = None,
 ) -> FocalStack:
     """Render the focal stack of case ``name`` (see ``CASES``; any ``"<photo>_<depth>"`` works).
 
@@ -429,6 +454,15 @@ def make_focal_stack(
     max_shift_px, max_rotation_deg : rig jitter bounds, drawn per frame.
     max_blur_radius : blur radius (px) of the most-defocused pixel of any frame;
         default 8 px at 1280x960, proportional to the image diagonal.
+    focus_range : where the focus planes lie, in units of the scene's depth range
+        (0 = nearest point, 1 = farthest); ``(0, 1.5)`` focuses the last frames
+        beyond the scene, where nothing is sharp.
+    gain_drift : ``(low, high)``: every frame but the middle one (the default
+        reference, which sets the exposure) gets, per channel, a gain off by
+        a fraction drawn from [low, high] with a random sign, applied in linear
+        light: exposure and white balance differing between frames. None: all 1.
+    scene : ``scene(size, rng) -> layers`` builds the scene instead of
+        ``build_scene(name, ...)``; ``name`` then only names the stack.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.uint8, np.uint16):
@@ -436,7 +470,7 @@ def make_focal_stack(
     scene_rng, geometry_rng, noise_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
     )
-    layers = build_scene(name, size, scene_rng)
+    layers = build_scene(name, size, scene_rng) if scene is None else scene(size, scene_rng)
 
     truth_linear = layers[0].colour
     depth = layers[0].depth
@@ -444,7 +478,9 @@ def make_focal_stack(
         truth_linear = layer.colour * layer.alpha[..., None] + (1.0 - layer.alpha[..., None]) * truth_linear
         depth = np.where(layer.alpha >= 0.5, layer.depth, depth)
     low, high = float(depth.min()), float(depth.max())
-    focus_depths = (low + (high - low) * (np.arange(n_frames) + 0.5) / n_frames).astype(np.float32)
+    start, stop = focus_range
+    bins = start + (stop - start) * (np.arange(n_frames) + 0.5) / n_frames
+    focus_depths = (low + (high - low) * bins).astype(np.float32)
 
     if max_blur_radius is None:
         max_blur_radius = _MAX_BLUR_AT_REFERENCE * float(np.hypot(*size)) / _REFERENCE_DIAGONAL
@@ -459,11 +495,13 @@ def make_focal_stack(
         max_rotation_deg=max_rotation_deg,
     )
 
+    gains = frame_gains(n_frames, geometry_rng, gain_drift)
+
     oracle = np.empty(truth_linear.shape, np.float32)
     frames, encoded = [], []
     use_jpeg = jpeg_quality is not None and dtype == np.uint8
     for i, linear in enumerate(defocus(layers, focus_depths, blur_scale)):
-        image = _encoded(linear)
+        image = _encoded(linear * gains[i].astype(np.float32))
         sigma = np.sqrt(noise_sigma**2 + shot_noise * image)
         image += sigma * noise_rng.standard_normal(image.shape, dtype=np.float32)
         in_focus = nearest == i
@@ -483,6 +521,7 @@ def make_focal_stack(
         homographies=homographies,
         oracle=_quantise(oracle, dtype),
         blur_scale=float(blur_scale),
+        gains=gains,
         jpeg_bytes=tuple(encoded),
     )
 

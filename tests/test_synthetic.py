@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks.quality import corner_error_rms, psnr, ssim
-from benchmarks.synthetic import CASES, FocalStack, make_focal_stack, write_stack
+from benchmarks.synthetic import CASES, FocalStack, Layer, make_focal_stack, write_stack
 
 SIZE = (640, 480)  # (W, H)
 
@@ -145,3 +145,44 @@ def test_write_stack_keeps_jpeg_bytes(stack: FocalStack, tmp_path) -> None:
     for path, data, frame in zip(paths, stack.jpeg_bytes, stack.frames, strict=True):
         assert path.read_bytes() == data
         np.testing.assert_array_equal(cv2.imread(str(path)), frame)
+
+
+def test_gain_drift_leaves_the_middle_frame_as_the_exposure_reference() -> None:
+    plain = make_focal_stack("coffee_tilt", size=(320, 240), n_frames=5, noise_sigma=0.0, jpeg_quality=None)
+    drifting = make_focal_stack("coffee_tilt", size=(320, 240), n_frames=5, noise_sigma=0.0, jpeg_quality=None,
+                                gain_drift=(0.01, 0.04))
+    np.testing.assert_array_equal(plain.gains, np.ones((5, 3)))
+    np.testing.assert_array_equal(drifting.gains[2], [1.0, 1.0, 1.0])
+    off = np.abs(np.delete(drifting.gains, 2, axis=0) - 1.0)
+    assert off.min() >= 0.01 and off.max() <= 0.04
+    np.testing.assert_array_equal(drifting.frames[2], plain.frames[2])
+    for homography, same in zip(drifting.homographies, plain.homographies, strict=True):
+        np.testing.assert_array_equal(homography, same)  # drift draws after the geometry's draws
+    # In linear light each channel of a frame is scaled by its gain (up to 8-bit rounding of bright pixels).
+    linear = [np.power(f.astype(np.float64) / 255, 2.2) for f in (drifting.frames[0], plain.frames[0])]
+    usable = (linear[1] > 0.05) & (linear[1] < 0.8)
+    for channel in range(3):
+        ratio = np.median(linear[0][..., channel][usable[..., channel]] / linear[1][..., channel][usable[..., channel]])
+        assert ratio == pytest.approx(drifting.gains[0, channel], abs=0.004)
+
+
+def test_focus_range_puts_frames_beyond_the_scene() -> None:
+    stack = make_focal_stack("coffee_tilt", size=(320, 240), n_frames=6, focus_range=(0.0, 1.5))
+    low, high = float(stack.depth.min()), float(stack.depth.max())
+    expected = low + (high - low) * 1.5 * (np.arange(6) + 0.5) / 6
+    np.testing.assert_allclose(stack.focus_depths, expected, rtol=1e-6)
+    assert (stack.focus_depths > high).sum() == 2
+
+
+def test_scene_builder_replaces_the_named_scene() -> None:
+    def two_planes(size, rng):
+        height, width = size[1], size[0]
+        colour = np.full((height, width, 3), 0.25, np.float32)
+        depth = np.zeros((height, width), np.float32)
+        depth[:, width // 2 :] = 1.0
+        return [Layer(colour, None, depth)]
+
+    stack = make_focal_stack("planes", size=(160, 120), n_frames=2, scene=two_planes, noise_sigma=0.0,
+                             jpeg_quality=None, max_shift_px=0.0, max_rotation_deg=0.0, scale_step=0.0)
+    assert stack.name == "planes" and set(np.unique(stack.depth)) == {0.0, 1.0}
+    assert np.all(np.abs(stack.truth.astype(int) - round(0.25 ** (1 / 2.2) * 255)) <= 1)
