@@ -135,3 +135,52 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
     out *= guide
     out += cv2.boxFilter(mean_p, -1, box)
     return out
+
+
+# Gaussian sigmas (px) tried by relative_blur; 0 is "as sharp as the other".
+_BLUR_LADDER = (0.0, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+_BLUR_BLOCK = 32  # px: blocks in which the sharper image is found and its blur fitted
+_BLUR_QUANTILE = 25  # the step's blur: where one of the two is in focus it is smallest, elsewhere larger
+
+
+def relative_blur(a: np.ndarray, b: np.ndarray) -> float | None:
+    """How much more blurred one of two aligned images is than the other, where one of them is in focus.
+
+    In each textured block, the Gaussian sigma that best turns the sharper image into the other is fitted;
+    between neighbouring frames of a focus stack that is one focus step's growth of the blur where content is
+    in focus in one of them (and more where it is in focus in neither, hence a low quantile).
+
+    Parameters
+    ----------
+    a, b : ndarray, shape (h, w), float32
+        The same view (``b`` already warped into ``a``'s geometry).
+
+    Returns
+    -------
+    float or None
+        Sigma in px of ``a``; None when the images have no textured block.
+    """
+    height, width = a.shape
+    rows, cols = height // _BLUR_BLOCK, width // _BLUR_BLOCK
+    if rows == 0 or cols == 0:
+        return None
+    a = a[: rows * _BLUR_BLOCK, : cols * _BLUR_BLOCK]
+    b = b[: rows * _BLUR_BLOCK, : cols * _BLUR_BLOCK]
+
+    def per_block(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA)
+
+    texture = per_block(np.maximum(cv2.Laplacian(a, cv2.CV_32F) ** 2, cv2.Laplacian(b, cv2.CV_32F) ** 2))
+    best = np.full((rows, cols), np.inf, np.float32)
+    sigma = np.zeros((rows, cols), np.float32)
+    for value in _BLUR_LADDER:
+        blurred_a = cv2.GaussianBlur(a, (0, 0), value) if value else a
+        blurred_b = cv2.GaussianBlur(b, (0, 0), value) if value else b
+        for misfit in (per_block((blurred_a - b) ** 2), per_block((blurred_b - a) ** 2)):
+            better = misfit < best
+            best[better] = misfit[better]
+            sigma[better] = value
+    textured = texture > np.percentile(texture, 50)
+    if not textured.any():
+        return None
+    return float(np.percentile(sigma[textured], _BLUR_QUANTILE))

@@ -19,13 +19,14 @@ import numpy as np
 from watcher.config import StackingSettings
 from watcher.stacking.align import alignment_image, coverage, estimate_pair, rescale_warp, warp_frame
 from watcher.stacking.depth import DepthMap, DepthVotes, decide
-from watcher.stacking.focus import multiscale_score
+from watcher.stacking.focus import multiscale_score, relative_blur
 from watcher.stacking.frames import Frame, FrameError, FrameSource, prefetching, read_preview
 from watcher.stacking.photometric import channel_gains, match_copy
 
 UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover
 _BITS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
 _CHANGE_QUANTILE = 50  # focus_change is measured where either frame scores above its median (textured pixels)
+_BLUR_SIDE = 512  # px: neighbours' relative blur is fitted on copies this long on their longer side
 
 
 @dataclass
@@ -127,7 +128,8 @@ def measure(
     for record, change in zip(records, state.focus_changes):
         record["focus_change"] = change
     begin = time.perf_counter()
-    depth = decide(state.votes, count)
+    blur_step = float(np.median(state.blur_steps)) if state.blur_steps else None
+    depth = decide(state.votes, count, blur_step)
     timer.add("decide", begin)
     return Measured(
         shape=state.shape, dtype=state.dtype, decision_shape=state.decision_shape, warps=state.warps,
@@ -163,7 +165,9 @@ class _Measuring:
         # alignment resolution; and the neighbour's score (for focus_change)
         self._sides: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         self._scores: dict[int, np.ndarray] = {}
+        self._greys: dict[int, np.ndarray] = {}
         self.focus_changes: list[float | None] = [None] * count
+        self.blur_steps: list[float] = []  # per neighbouring pair, decision px
         self._first_steps: dict[int, np.ndarray] = {}
 
     def add(self, index: int, reference: int, pixels: np.ndarray, timer: Timer) -> dict:
@@ -187,13 +191,18 @@ class _Measuring:
                                  self.settings.focus_scales)
         if covered is not None:
             score[~covered] = UNCOVERED
+        blur_copy = _blur_copy(grey)
         if index == reference:
             self._scores = {+1: score, -1: score}
+            self._greys = {+1: blur_copy, -1: blur_copy}
         else:
             side = 1 if index > reference else -1
             # the change belongs to the later frame of the pair (frame i against frame i - 1)
             self.focus_changes[max(index, index - side)] = _focus_change(score, self._scores[side])
-            self._scores[side] = score
+            step = relative_blur(self._greys[side], blur_copy)
+            if step is not None:
+                self.blur_steps.append(step * self.decision_shape[1] / blur_copy.shape[1])
+            self._scores[side], self._greys[side] = score, blur_copy
         self.votes.add(index, score)
         timer.add("focus", begin)
         record = {**placed, "gains": [round(g, 4) for g in gains]}
@@ -257,6 +266,14 @@ class _Measuring:
             return (1.0, 1.0, 1.0), "exposure and colour not matched: too different from the reference"
         self.gains[index] = gains
         return gains, None
+
+
+def _blur_copy(grey: np.ndarray) -> np.ndarray:
+    height, width = grey.shape
+    scale = min(1.0, _BLUR_SIDE / max(height, width))
+    if scale == 1.0:
+        return grey
+    return cv2.resize(grey, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
 
 
 def _focus_change(score: np.ndarray, previous: np.ndarray | None) -> float | None:
