@@ -69,14 +69,14 @@ class StackingSettings(_Section):
     align: bool = Field(True, description="Align frames; turn off only for rigs whose camera and focus never move.")
     pyramid_levels: int = Field(4, ge=1, le=6, description="ECC pyramid levels (coarse to fine).")
     mask_threshold: float = Field(
-        10.0, ge=1, le=100, description="Percent of reference pixels, strongest gradients first, that ECC uses."
+        50.0, ge=1, le=100, description="Percent of reference pixels, strongest gradients first, that ECC uses."
     )
     reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
     align_max_side: int = Field(1024, ge=256, le=8192, description="Alignment is estimated at this size (px).")
     focus_measure: FocusMeasure = "sml"
     focus_window: int = Field(5, ge=3, le=21, description="Focus-measure window (odd, px at focus resolution).")
     focus_scales: int = Field(
-        4, ge=1, le=6, description="Octaves the focus measure looks at (1: the finest only); see the README."
+        3, ge=1, le=6, description="Octaves the focus measure looks at (1: the finest only); see the README."
     )
     focus_max_megapixels: float = Field(
         4.0, gt=0, le=100, description="Focus maps are computed on a grey copy downscaled to at most this size."

@@ -53,13 +53,38 @@ def test_recovers_a_known_breathing_step_to_a_tenth_of_a_pixel(levels):
     assert corner_rms(pair.warp, np.linalg.inv(truth), template.shape) < 0.1
 
 
-def test_falls_back_to_identity_with_a_warning_when_nothing_fits():
+def test_with_nothing_to_predict_it_falls_back_to_identity_with_a_warning():
     template = textured(seed=1)
     unrelated = textured(seed=2)
     pair = estimate_pair(template, unrelated, levels=3, keep_percent=10)
     assert pair.model == "identity"
     np.testing.assert_array_equal(pair.warp, np.eye(3))
-    assert pair.warnings[-1] == "no model fits; frame used unaligned"
+    assert pair.warnings == ("no model fits and nothing predicts this frame: used unaligned",)
+    assert pair.tried  # why each model was refused, for the record
+
+
+def test_a_frame_nothing_fits_is_placed_where_its_neighbours_predict_without_a_warning():
+    template = textured(seed=1)
+    unrelated = textured(seed=2)
+    prediction = breathing(1.003, 1.0, -0.5, 0.05, template.shape)
+    pair = estimate_pair(template, unrelated, levels=3, keep_percent=10, prediction=prediction)
+    assert pair.model == "predicted" and pair.warnings == ()
+    np.testing.assert_array_equal(pair.warp, prediction)
+
+
+def test_a_low_detail_frame_keeps_its_right_transform_though_identity_fits_it_as_well():
+    """Far out of focus, a frame correlates with its neighbour about as well unaligned as aligned: the estimate must
+    not be thrown away for a noisy "no better than not aligning" (issue 12: 0.995 rejected against 0.997)."""
+    rng = np.random.default_rng(7)
+    template = cv2.GaussianBlur(textured(seed=4), (0, 0), 6)
+    truth = breathing(1.006, 1.5, -1.0, 0.1, template.shape)
+    moving = cv2.warpPerspective(template, np.linalg.inv(truth), template.shape[::-1], flags=cv2.INTER_CUBIC,
+                                 borderMode=cv2.BORDER_REFLECT)
+    moving = moving + rng.normal(0, 0.01, moving.shape).astype(np.float32)
+    previous_step = breathing(1.005, 1.2, -0.8, 0.08, template.shape)
+    pair = estimate_pair(template, moving, levels=4, keep_percent=50, prediction=np.linalg.inv(previous_step))
+    assert pair.model in ("homography", "affine", "predicted")
+    assert corner_rms(pair.warp, np.linalg.inv(truth), template.shape) < 0.5
 
 
 @pytest.mark.parametrize(("warp", "reason"), [

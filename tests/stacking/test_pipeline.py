@@ -43,7 +43,10 @@ def test_real_pcb_stack_end_to_end_with_exif_depthmap_and_record(pcb_stack, tmp_
     assert [f["name"] for f in record["frames"]] == [p.name for p in pcb_stack]
     assert record["reference"] == {"index": 3, "name": "pcb_004.jpg"}
     assert all(f["model"] == "homography" for i, f in enumerate(record["frames"]) if i != 3)
-    assert {"decode", "align", "warp", "focus", "blend", "save", "total"} <= set(record["timings"])
+    assert all(f["placement"] == "estimated" for i, f in enumerate(record["frames"]) if i != 3)
+    assert sum(f["share"] for f in record["frames"]) == pytest.approx(1.0, abs=0.01)
+    assert all(len(f["gains"]) == 3 for f in record["frames"])
+    assert {"decode_preview", "align", "focus", "decide", "decode", "merge", "save", "total"} <= set(record["timings"])
     assert b"NOVATEK" in exif_of(out)  # camera make survives (photogrammetry needs make/model/focal length)
 
 

@@ -160,7 +160,7 @@ class Fusion:
             self._add_pyramid(pixels, weights)
             return
         luma = Upsampled(weights.luma, self.shape)
-        colour = Upsampled(weights.colour, self.shape) if weights.colour is not weights.luma else None
+        colour = Upsampled(weights.colour, self.shape) if self.method == "luma_weighted_chroma_pick" else None
         unit = (_FIXED_POINT if self.fixed_point else 1.0 / self.top) / self.gain_scale
         gains = np.asarray(weights.gains, np.float32) * np.float32(unit)
         for rows in _strips(self.shape[0]):

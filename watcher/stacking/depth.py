@@ -36,7 +36,7 @@ CONFIDENT_RAMP = 0.5
 # Evidence there that is SPREAD_MARGIN (natural log of energy) weaker than the source may be that light, and is
 # not trusted: the pixel takes its depth from around it instead.
 SPREAD_REACH = 1.5
-SPREAD_MARGIN = 1.0
+SPREAD_MARGIN = 2.0
 _SPREAD_PIXELS = 1_000_000  # the spread test runs on a max-pooled copy of at most this many pixels
 # Fill: a pyramid level's own estimate replaces the coarser one where FILL_GAIN * (its share of confident pixels)
 # reaches 1 (a quarter of the neighbourhood confident suffices).
@@ -69,7 +69,11 @@ class DepthMap:
 
 
 class DepthVotes:
-    """Running per-pixel statistics of the frames' score maps, in any frame order.
+    """Running per-pixel statistics of the frames' score maps.
+
+    Frames may come in any order; the fractional depth between two frames is found when each frame's neighbours
+    that came before it are the first frame or the one just before it -- as in the placement order (the
+    reference, then outward on each side) and in plain index order.
 
     Parameters
     ----------

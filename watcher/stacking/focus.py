@@ -1,13 +1,12 @@
 """Focus stage: how sharp each pixel of a frame is, as a log-energy score map.
 
 The measures return a local *energy* (squared intensity units) averaged over a ``window`` x ``window`` box. A frame's
-score combines that energy over several scales (:func:`multiscale_score`): the finest scale places the decision
-precisely, the coarser ones keep it honest where the finest is fooled. Out-of-focus frames have fine-scale energy of
-their own next to bright structures -- the rim of a defocused edge, camera sharpening and JPEG noise in its glow --
-which beats the flat inside of a bright stroke in the frame that is in focus there. At coarser scales the sharp frame
-wins again (a sharp edge has at least as much energy as its blurred copy at every scale), and scales coarser than the
-stack's blur carry no preference at all (every frame looks alike there), so the mix adapts to the stack's defocus
-by itself.
+score averages that energy's logarithm over a few octaves (:func:`multiscale_score`): one scale alone is easily
+fooled by what a defocused frame has at that scale -- the sharp rim of a defocused edge, in-camera sharpening, JPEG
+noise in its glow -- which beats the flat board beside a bright stroke in the frame that is in focus there; a mix
+of scales is fooled far less (measured on the real PCB stacks: the light added beside strong edges falls from
+0.6-0.9 % to 0.1-0.3 % of full scale with three octaves instead of one). Where every scale is fooled, the decision
+stage (:mod:`watcher.stacking.depth`) takes over.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def stack(
     depthmap = _depth_image(depth, measured.shape, count) if settings.depthmap else None
     timer.add("finish", begin)
     timer.seconds["total"] = time.perf_counter() - started
-    shares = [float(w.luma.mean()) for w in weights]
+    shares = frame_shares(weights, measured.depth.confidence)
     frames = [{**record, "share": round(share, 4)} for record, share in zip(measured.frames, shares)]
     warnings = [f"{f['name']}: {w}" for f in frames for w in f["warnings"]]
     record = {
@@ -162,6 +162,15 @@ def stack(
     }
     exif = upright_exif(measured.exif) if measured.exif else None
     return StackResult(image=image, depthmap=depthmap, record=record, exif=exif)
+
+
+def frame_shares(weights: list[FrameWeights], confidence: np.ndarray) -> list[float]:
+    """Each frame's share of the result where something is in focus (weighted by the depth map's confidence), so
+    that a flat background, which every frame could give, does not hand every frame a share."""
+    total = float(confidence.sum())
+    if total <= 0:
+        return [float(w.luma.mean()) for w in weights]
+    return [float((w.luma * confidence).sum()) / total for w in weights]
 
 
 def frame_weights(measured: Measured, depth: np.ndarray, settings: StackingSettings) -> list[FrameWeights]:

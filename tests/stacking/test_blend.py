@@ -1,0 +1,94 @@
+"""Merge stage in isolation: kernels split a pixel between frames exactly, strips equal whole images, and every
+blend reproduces identical frames and takes each region from the frame the weights name."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from watcher.stacking.blend import BLENDS, SHARP, SOFT, Fusion, FrameWeights, Upsampled, kernel, transitions
+
+RNG = np.random.default_rng(11)
+
+
+@pytest.mark.parametrize("half", [SOFT, SHARP])
+def test_kernels_of_all_frames_sum_to_one_at_every_depth(half):
+    depth = np.linspace(0, 5, 501, dtype=np.float32)
+    total = sum(kernel(k, depth, half) for k in range(6))
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    assert kernel(2, np.float32([2.0]), half)[0] == 1.0
+
+
+def test_sharp_kernel_picks_the_nearest_frame_away_from_the_midpoint():
+    depth = np.float32([1.2, 1.5, 1.8])
+    assert kernel(1, depth, SHARP).tolist() == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
+
+
+def test_upsampled_strips_equal_a_whole_resize_and_support_covers_the_non_zero_columns():
+    small = np.zeros((61, 83), np.float32)
+    small[20:30, 40:50] = RNG.random((10, 10))
+    up = Upsampled(small, (250, 333))
+    whole = cv2.resize(small, (333, 250), interpolation=cv2.INTER_LINEAR)
+    strips = np.vstack([up.rows(slice(a, min(a + 37, 250))) for a in range(0, 250, 37)])
+    np.testing.assert_allclose(strips, whole, atol=1e-5)
+    for start in range(0, 250, 37):
+        rows = slice(start, min(start + 37, 250))
+        cols = up.support(rows)
+        nonzero = np.flatnonzero(whole[rows].max(axis=0) > 0)
+        if cols is None:
+            assert nonzero.size == 0
+        else:
+            assert cols.start <= nonzero.min() and nonzero.max() < cols.stop
+
+
+def weights_for(maps: list[np.ndarray], method: str, gains=(1.0, 1.0, 1.0)) -> list[FrameWeights]:
+    luma_half, colour_half = transitions(method)
+    return [FrameWeights(m, m, np.eye(3), gains) for m in maps]
+
+
+@pytest.mark.parametrize("method", BLENDS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_every_blend_reproduces_identical_frames(method, dtype):
+    top = np.iinfo(dtype).max
+    image = (RNG.random((64, 96, 3)) * top).astype(dtype)
+    raw = [RNG.random((32, 48)).astype(np.float32) for _ in range(3)]
+    maps = [r / sum(raw) for r in raw]
+    fusion = Fusion(method, (64, 96), np.dtype(dtype), gain_scale=1.0)
+    for frame_weights in weights_for(maps, method):
+        fusion.add(image, frame_weights)
+    np.testing.assert_allclose(fusion.result() * top, image, atol=top * 0.004 + 0.6)
+
+
+@pytest.mark.parametrize("method", BLENDS)
+def test_every_blend_takes_each_region_from_the_frame_its_weights_name(method):
+    left, right = np.zeros((64, 96, 3), np.uint8), np.zeros((64, 96, 3), np.uint8)
+    left[:, :48] = 200
+    right[:, 48:] = 100
+    mask = (np.arange(48) < 24).astype(np.float32)[None].repeat(32, 0)
+    fusion = Fusion(method, (64, 96), np.dtype(np.uint8), gain_scale=1.0)
+    for image, weights in zip((left, right), weights_for([mask, 1.0 - mask], method)):
+        fusion.add(image, weights)
+    out = fusion.result() * 255
+    assert np.allclose(out[:, :40], 200, atol=3) and np.allclose(out[:, 56:], 100, atol=3)
+
+
+def test_gains_are_applied_per_channel_and_the_result_scaled_back():
+    image = np.full((16, 16, 3), 100, np.uint8)
+    fusion = Fusion("weighted", (16, 16), np.dtype(np.uint8), gain_scale=1.2)
+    fusion.add(image, FrameWeights(np.ones((16, 16), np.float32), np.ones((16, 16), np.float32), np.eye(3),
+                                   (1.2, 1.0, 0.9)))
+    np.testing.assert_allclose(fusion.result()[0, 0] * 255, (120, 100, 90), atol=0.6)
+
+
+def test_a_frame_without_weight_in_a_strip_is_not_warped_there(monkeypatch):
+    import watcher.stacking.blend as blend
+
+    calls = []
+    real = blend.warp_block
+    monkeypatch.setattr(blend, "warp_block", lambda *a: calls.append(a[2]) or real(*a))
+    weights = np.zeros((512, 64), np.float32)
+    weights[:100] = 1.0
+    fusion = Fusion("weighted", (512, 64), np.dtype(np.uint8), gain_scale=1.0)
+    fusion.add(np.zeros((512, 64, 3), np.uint8), FrameWeights(weights, weights, np.eye(3), (1.0, 1.0, 1.0)))
+    assert calls and max(rows.stop for rows in calls) <= 256
