@@ -45,7 +45,7 @@ _MISFIT_FACTOR = 1.5
 _MISFIT_SLACK = 0.002
 _COARSEST_SIDE = 48  # px: ECC needs some structure even on the coarsest level
 _ECC_BLUR = 5  # px, Gaussian pre-smoothing inside ECC
-_DISPLAY_GAMMA = 2.2  # sRGB-like encoding of camera JPEGs (and of most 16-bit TIFFs from raw converters)
+DISPLAY_GAMMA = 2.2  # sRGB-like encoding of camera JPEGs (and of most 16-bit TIFFs from raw converters)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def alignment_image(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, floa
     """
     grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
     # Linearise before averaging pixels down, into 16-bit integers (half the memory of float32 at full size).
-    table = _linear_table(pixels.dtype)
+    table = linear_light_table(pixels.dtype)
     linear = cv2.LUT(grey, table) if grey.dtype == np.uint8 else table[grey]
     height, width = grey.shape
     scale = min(1.0, max_side / max(height, width))
@@ -82,10 +82,10 @@ def alignment_image(pixels: np.ndarray, max_side: int) -> tuple[np.ndarray, floa
 
 
 @functools.cache
-def _linear_table(dtype: np.dtype) -> np.ndarray:
+def linear_light_table(dtype: np.dtype) -> np.ndarray:
     """Encoded sample value -> linear light, as uint16 (0..65535)."""
     top = np.iinfo(dtype).max
-    linear = np.power(np.arange(top + 1, dtype=np.float64) / top, _DISPLAY_GAMMA) * 65535.0
+    linear = np.power(np.arange(top + 1, dtype=np.float64) / top, DISPLAY_GAMMA) * 65535.0
     return np.round(linear).astype(np.uint16)
 
 

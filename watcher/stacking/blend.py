@@ -25,10 +25,12 @@ import cv2
 import numpy as np
 
 from watcher.stacking.align import warp_block, warp_frame
+from watcher.stacking.output import SHARPEN_MARGIN, to_output_dtype, unsharp_mask
 
 BLENDS = ("weighted", "guided_weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick")
 SOFT, SHARP = 0.5, 0.15  # kernel half-transitions h, in frames
 _ROWS = 128  # rows per strip: keeps temporaries small for 64 MP frames
+_RUN_GAP = 256  # px: columns without weight between two runs of a strip are warped anyway when fewer than this
 _FIXED_POINT = 256.0  # 8-bit frames accumulate in uint16 units of 1/256 of a level
 
 
@@ -89,19 +91,27 @@ class Upsampled:
             return self.small
         return cv2.resize(self.small, self.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
-    def support(self, rows: slice) -> slice | None:
-        """Full-resolution columns where rows ``rows`` may be non-zero (a margin for interpolation), or None."""
+    def support(self, rows: slice) -> list[slice]:
+        """Full-resolution column ranges where rows ``rows`` may be non-zero (with a margin for interpolation);
+        ranges closer than :data:`_RUN_GAP` px are joined."""
         small_h, small_w = self.small.shape[:2]
         height, width = self.shape
         top = max(0, int((rows.start + 0.5) * small_h / height - 0.5) - 1)
         bottom = min(small_h, int((rows.stop - 0.5) * small_h / height - 0.5) + 3)
         block = self.small[top:bottom]
-        columns = np.flatnonzero(block.reshape(block.shape[0], small_w, -1).max(axis=(0, 2)) > 0)
-        if columns.size == 0:
-            return None
-        left = max(0, int((columns[0] - 1.5) * width / small_w))
-        right = min(width, int((columns[-1] + 2.5) * width / small_w) + 1)
-        return slice(left, right)
+        used = block.reshape(block.shape[0], small_w, -1).max(axis=(0, 2)) > 0
+        if not used.any():
+            return []
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], used, [False])).astype(np.int8)))
+        runs: list[slice] = []
+        for first, last in zip(edges[::2], edges[1::2] - 1):
+            left = max(0, int((first - 1.5) * width / small_w))
+            right = min(width, int((last + 2.5) * width / small_w) + 1)
+            if runs and left - runs[-1].stop < _RUN_GAP:
+                runs[-1] = slice(runs[-1].start, right)
+            else:
+                runs.append(slice(left, right))
+        return runs
 
 
 @dataclass(frozen=True)
@@ -164,23 +174,22 @@ class Fusion:
         unit = (_FIXED_POINT if self.fixed_point else 1.0 / self.top) / self.gain_scale
         gains = np.asarray(weights.gains, np.float32) * np.float32(unit)
         for rows in _strips(self.shape[0]):
-            cols = luma.support(rows)
-            if colour is not None:
-                extra = colour.support(rows)
-                if extra is not None:
-                    cols = extra if cols is None else slice(min(cols.start, extra.start), max(cols.stop, extra.stop))
-            if cols is None:
+            runs = luma.support(rows) if colour is None else _joined(luma.support(rows) + colour.support(rows))
+            if not runs:
                 continue  # the frame has no weight in this strip: not even warped
-            block = warp_block(pixels, weights.warp, rows, cols).astype(np.float32)
-            block *= gains
-            if colour is None:
-                block *= luma.rows(rows)[:, cols, None]
-                self._accumulate(rows, cols, block)
-            else:
-                ycc = _luma_chroma(block)
-                ycc[..., :1] *= luma.rows(rows)[:, cols, None]
-                ycc[..., 1:] *= colour.rows(rows)[:, cols, None]
-                self.sum[rows, cols] += ycc
+            luma_rows = luma.rows(rows)
+            colour_rows = colour.rows(rows) if colour is not None else None
+            for cols in runs:
+                block = warp_block(pixels, weights.warp, rows, cols).astype(np.float32)
+                block *= gains
+                if colour_rows is None:
+                    block *= luma_rows[:, cols, None]
+                    self._accumulate(rows, cols, block)
+                else:
+                    ycc = _luma_chroma(block)
+                    ycc[..., :1] *= luma_rows[:, cols, None]
+                    ycc[..., 1:] *= colour_rows[:, cols, None]
+                    self.sum[rows, cols] += ycc
 
     def _accumulate(self, rows: slice, cols: slice, block: np.ndarray) -> None:
         target = self.sum[rows, cols]
@@ -206,29 +215,54 @@ class Fusion:
             if smaller is not None:
                 gaussian, weight = smaller, cv2.pyrDown(weight)
 
-    def result(self) -> np.ndarray:
-        """The fused image, float32 (H, W, 3) in [0, 1] (not clipped); the accumulator's memory is reused."""
+    def result(self, dtype: type[np.integer], sharpen: float = 0.0) -> np.ndarray:
+        """The fused image (H, W, 3) in ``dtype`` (uint8 or uint16), unsharp-masked by ``sharpen`` (0: not).
+
+        Made strip by strip from the accumulator, which it releases: no float copy of the whole image is made
+        (except by ``laplacian_pyramid``, whose levels must be collapsed whole).
+        """
         if self.method == "laplacian_pyramid":
-            image = self.sums[-1]
+            collapsed = self.sums[-1]
             for detail in reversed(self.sums[:-1]):
-                image = cv2.pyrUp(image, dstsize=detail.shape[1::-1])
-                image += detail
+                collapsed = cv2.pyrUp(collapsed, dstsize=detail.shape[1::-1])
+                collapsed += detail
             self.sums = []
-        elif self.fixed_point:
-            image = np.empty((*self.shape, 3), np.float32)
-            scale = np.float32(self.gain_scale / (_FIXED_POINT * self.top))
-            for rows in _strips(self.shape[0]):
-                np.multiply(self.sum[rows], scale, out=image[rows], dtype=np.float32)
-            del self.sum
+            collapsed *= np.float32(self.gain_scale)
+            self.sum, self.fixed_point = collapsed, False
+        out = np.empty((*self.shape, 3), dtype)
+        margin = SHARPEN_MARGIN if sharpen > 0 else 0
+        for rows in _strips(self.shape[0]):
+            top, bottom = max(0, rows.start - margin), min(self.shape[0], rows.stop + margin)
+            values = self._values(slice(top, bottom))
+            if sharpen > 0:
+                unsharp_mask(values, sharpen)
+            out[rows] = to_output_dtype(values[rows.start - top : rows.stop - top], dtype)
+        del self.sum
+        return out
+
+    def _values(self, rows: slice) -> np.ndarray:
+        """Rows ``rows`` of the result as float32 in [0, 1] (not clipped), a new array."""
+        if self.fixed_point:
+            return np.multiply(self.sum[rows], np.float32(self.gain_scale / (_FIXED_POINT * self.top)),
+                               dtype=np.float32)
+        values = self.sum[rows].copy()
+        if self.method == "luma_weighted_chroma_pick":
+            values = _bgr(values)
+            values *= np.float32(self.gain_scale)
+        elif self.method != "laplacian_pyramid":
+            values *= np.float32(self.gain_scale)
+        return values
+
+
+def _joined(runs: list[slice]) -> list[slice]:
+    """Overlapping or close column ranges merged, in order."""
+    merged: list[slice] = []
+    for run in sorted(runs, key=lambda r: r.start):
+        if merged and run.start - merged[-1].stop < _RUN_GAP:
+            merged[-1] = slice(merged[-1].start, max(merged[-1].stop, run.stop))
         else:
-            image = self.sum
-            if self.method == "luma_weighted_chroma_pick":
-                for rows in _strips(self.shape[0]):
-                    image[rows] = _bgr(image[rows])
-            image *= np.float32(self.gain_scale)
-        if self.method == "laplacian_pyramid":
-            image *= np.float32(self.gain_scale)
-        return image
+            merged.append(run)
+    return merged
 
 
 def _pyramid_levels(shape: tuple[int, int]) -> int:

@@ -90,7 +90,8 @@ def multiscale_score(grey: np.ndarray, measure: str, window: int, scales: int) -
     level = grey
     for k in range(scales):
         energy = focus_energy(level, measure, window)
-        energy += np.float32(np.percentile(energy, _NOISE_PERCENTILE) + _ENERGY_FLOOR)
+        # the floor from every 4th pixel of every 4th row: as good an estimate, 16 times cheaper
+        energy += np.float32(np.percentile(energy[::4, ::4], _NOISE_PERCENTILE) + _ENERGY_FLOOR)
         log_energy = np.log(energy, out=energy)
         if log_energy.shape != grey.shape:
             log_energy = cv2.resize(log_energy, (width, height), interpolation=cv2.INTER_LINEAR)

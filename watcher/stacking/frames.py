@@ -23,6 +23,12 @@ _DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 # a full decode. Other formats are decoded whole and then reduced.
 _REDUCED_JPEG_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 REDUCTIONS = (1, 2, 4, 8)
+_PREVIEW_SLACK = 1.6  # a preview may have this many times fewer pixels than asked for, rather than decode bigger
+
+
+def preview_reduction(width: int, height: int, pixels: int) -> int:
+    """The largest of :data:`REDUCTIONS` that keeps a ``width`` x ``height`` frame at ``pixels`` / 1.6 or more."""
+    return max(r for r in REDUCTIONS if r == 1 or -(-width // r) * -(-height // r) * _PREVIEW_SLACK >= pixels)
 
 
 class FrameError(ValueError):
@@ -101,10 +107,7 @@ def read_frame(source: FrameSource, *, max_pixels: int, reduce: int = 1) -> Fram
 
 
 def read_preview(source: FrameSource, *, max_pixels: int, preview_pixels: int) -> Frame:
-    """Read a frame decoded as small as it can be while keeping at least ``preview_pixels`` (see :func:`read_frame`).
-
-    The frame is reduced by the largest of :data:`REDUCTIONS` that keeps that many pixels (or all of them).
-    """
+    """Read a frame decoded reduced by :func:`preview_reduction` for ``preview_pixels`` (see :func:`read_frame`)."""
     try:
         data = source.read_bytes()
     except (OSError, zipfile.BadZipFile, KeyError) as exc:
@@ -113,8 +116,7 @@ def read_preview(source: FrameSource, *, max_pixels: int, preview_pixels: int) -
         info = probe_image(data)
     except ProbeError as exc:
         raise FrameError(source.name, str(exc)) from None
-    wanted = min(info.pixels, preview_pixels)
-    reduce = max(r for r in REDUCTIONS if r == 1 or -(-info.width // r) * -(-info.height // r) >= wanted)
+    reduce = preview_reduction(info.width, info.height, preview_pixels)
     return decode_frame(data, source.name, max_pixels=max_pixels, reduce=reduce)
 
 

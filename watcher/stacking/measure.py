@@ -20,8 +20,8 @@ from watcher.config import StackingSettings
 from watcher.stacking.align import alignment_image, coverage, estimate_pair, rescale_warp, warp_frame
 from watcher.stacking.depth import DepthMap, DepthVotes, decide
 from watcher.stacking.focus import multiscale_score, relative_blur
-from watcher.stacking.frames import Frame, FrameError, FrameSource, prefetching, read_preview
-from watcher.stacking.photometric import channel_gains, match_copy
+from watcher.stacking.frames import Frame, FrameError, FrameSource, prefetching, preview_reduction, read_preview
+from watcher.stacking.photometric import channel_gains, luma_gain, match_copy
 
 UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover
 _BITS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
@@ -83,9 +83,18 @@ class Measured:
 
 
 def decision_shape(shape: tuple[int, int], max_megapixels: float) -> tuple[int, int]:
-    """Size (h, w) of the depth map for frames of ``shape``: at most ``max_megapixels``, same aspect."""
+    """Size (h, w) of the depth map for frames of ``shape``: about ``max_megapixels``, same aspect.
+
+    The preview's own size when it is within a quarter over the budget (no resampling of every preview), else
+    the budget exactly.
+    """
     height, width = shape
-    scale = min(1.0, math.sqrt(max_megapixels * 1e6 / (height * width)))
+    budget = max_megapixels * 1e6
+    reduce = preview_reduction(width, height, int(budget))
+    preview = (-(-height // reduce), -(-width // reduce))
+    if preview[0] * preview[1] <= 1.25 * budget:
+        return preview
+    scale = min(1.0, math.sqrt(budget / (height * width)))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -178,13 +187,13 @@ class _Measuring:
         small = self._decision_copy(pixels)
         scale = self.decision_shape[1] / self.shape[1]
         warp_small = rescale_warp(self.warps[index], scale)
-        aligned = warp_frame(small, warp_small)
         covered = coverage(warp_small, self.decision_shape)
-        begin = timer.add("warp", begin)
-        gains, gains_note = self._match(index, aligned, covered)
+        gains, gains_note = self._match(index, small, warp_small, covered)
         begin = timer.add("match", begin)
-        colour = aligned.astype(np.float32) * (np.asarray(gains, np.float32) / np.float32(np.iinfo(self.dtype).max))
-        grey = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        grey = warp_frame(grey, warp_small).astype(np.float32)
+        grey *= np.float32(luma_gain(gains) / np.iinfo(self.dtype).max)
+        begin = timer.add("warp", begin)
         if index == reference:
             self.guide = grey
         score = multiscale_score(grey, self.settings.focus_measure, self.settings.focus_window,
@@ -253,8 +262,9 @@ class _Measuring:
             record["notes"] = list(pair.tried)
         return record
 
-    def _match(self, index: int, aligned: np.ndarray, covered: np.ndarray | None) -> tuple[tuple, str | None]:
-        copy = match_copy(aligned)
+    def _match(self, index: int, small: np.ndarray, warp_small: np.ndarray,
+               covered: np.ndarray | None) -> tuple[tuple, str | None]:
+        copy = match_copy(small, warp_small)
         if self._reference_copy is None:
             self._reference_copy = copy
             return (1.0, 1.0, 1.0), None
@@ -283,6 +293,7 @@ def _focus_change(score: np.ndarray, previous: np.ndarray | None) -> float | Non
     both = (score > UNCOVERED / 2) & (previous > UNCOVERED / 2)
     if not both.any():
         return None
-    textured = both & ((score > np.percentile(score[both], _CHANGE_QUANTILE))
-                       | (previous > np.percentile(previous[both], _CHANGE_QUANTILE)))
+    sample = both[::4, ::4]
+    textured = both & ((score > np.percentile(score[::4, ::4][sample], _CHANGE_QUANTILE))
+                       | (previous > np.percentile(previous[::4, ::4][sample], _CHANGE_QUANTILE)))
     return round(float(np.median(np.abs(score[textured] - previous[textured]))), 4)

@@ -16,6 +16,16 @@ _EXIF_CAPABLE = {"jpg", "png"}
 _ORIENTATION_TAG = 0x0112
 
 
+SHARPEN_SIGMA = 1.0  # px: the unsharp mask's Gaussian
+SHARPEN_MARGIN = 4  # rows of context an image strip needs for unsharp_mask to equal it on the whole image
+
+
+def unsharp_mask(image: np.ndarray, amount: float) -> None:
+    """Sharpen a float image in place: ``image += amount * (image - gaussian(image, SHARPEN_SIGMA))``."""
+    blurred = cv2.GaussianBlur(image, (0, 0), SHARPEN_SIGMA)
+    cv2.addWeighted(image, 1.0 + amount, blurred, -amount, 0.0, dst=image)
+
+
 def to_output_dtype(image: np.ndarray, dtype: type[np.integer]) -> np.ndarray:
     """Round a float image in [0, 1] to ``dtype`` (uint8 or uint16); ``image`` is used as scratch space."""
     top = np.float32(np.iinfo(dtype).max)

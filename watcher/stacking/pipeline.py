@@ -27,11 +27,12 @@ import numpy as np
 from watcher import __version__
 from watcher.atomic import write_atomic
 from watcher.config import StackingSettings
-from watcher.stacking.blend import Fusion, FrameWeights, kernel, transitions
+from watcher.stacking.blend import Fusion
 from watcher.stacking.depth import refine
 from watcher.stacking.frames import Frame, FrameSource, prefetching, read_frame
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
-from watcher.stacking.output import encode_image, to_output_dtype, upright_exif
+from watcher.stacking.output import encode_image, upright_exif
+from watcher.stacking.weights import WeightPlan
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
@@ -132,15 +133,15 @@ def stack(
     measured = measure(sources, settings, ref, timer, progress)
     begin = time.perf_counter()
     depth = refine(measured.depth, measured.guide, edge_aware=settings.blend != "weighted").depth
-    weights = frame_weights(measured, depth, settings)
+    plan = WeightPlan(measured, depth, settings.blend)
     timer.add("decide", begin)
     out_dtype = _output_dtype(measured.dtype, settings)
-    image = merge(sources, measured, weights, settings, out_dtype, timer, progress)
+    image = merge(sources, measured, plan, settings, out_dtype, timer, progress)
     begin = time.perf_counter()
     depthmap = _depth_image(depth, measured.shape, count) if settings.depthmap else None
     timer.add("finish", begin)
     timer.seconds["total"] = time.perf_counter() - started
-    shares = frame_shares(weights, measured.depth.confidence)
+    shares = plan.shares(measured.depth.confidence)
     frames = [{**record, "share": round(share, 4)} for record, share in zip(measured.frames, shares)]
     warnings = [f"{f['name']}: {w}" for f in frames for w in f["warnings"]]
     record = {
@@ -164,61 +165,10 @@ def stack(
     return StackResult(image=image, depthmap=depthmap, record=record, exif=exif)
 
 
-def frame_shares(weights: list[FrameWeights], confidence: np.ndarray) -> list[float]:
-    """Each frame's share of the result where something is in focus (weighted by the depth map's confidence), so
-    that a flat background, which every frame could give, does not hand every frame a share."""
-    total = float(confidence.sum())
-    if total <= 0:
-        return [float(w.luma.mean()) for w in weights]
-    return [float((w.luma * confidence).sum()) / total for w in weights]
-
-
-def frame_weights(measured: Measured, depth: np.ndarray, settings: StackingSettings) -> list[FrameWeights]:
-    """Every frame's normalised weights at the decision's resolution, from the (refined) ``depth`` map."""
-    luma_half, colour_half = transitions(settings.blend)
-    count = len(measured.warps)
-    coverages = [measured.coverage(k) for k in range(count)]
-
-    def normalised(half: float) -> list[np.ndarray]:
-        raw = []
-        for k, covered in enumerate(coverages):
-            w = kernel(k, depth, half)
-            if covered is not None:
-                w[~covered] = 0.0
-            raw.append(w)
-        total = np.sum(raw, axis=0)
-        # Where the frames the depth names do not cover a pixel (a border), the nearest frames that do take over.
-        orphan = total <= 0
-        if orphan.any():
-            nearest = _nearest_covering(depth, coverages, orphan)
-            for k, w in enumerate(raw):
-                w[orphan & (nearest == k)] = 1.0
-            total = np.sum(raw, axis=0)
-        return [w / total for w in raw]
-
-    luma = normalised(luma_half)
-    colour = luma if colour_half == luma_half else normalised(colour_half)
-    return [FrameWeights(luma[k], colour[k], measured.warps[k], measured.gains[k]) for k in range(count)]
-
-
-def _nearest_covering(depth: np.ndarray, coverages: list[np.ndarray | None], where: np.ndarray) -> np.ndarray:
-    """Per pixel, the index of the covering frame nearest to the depth (-1 where none covers)."""
-    best = np.full(depth.shape, np.inf, np.float32)
-    nearest = np.full(depth.shape, -1, np.int32)
-    for k, covered in enumerate(coverages):
-        distance = np.abs(depth - k)
-        if covered is not None:
-            distance[~covered] = np.inf
-        closer = where & (distance < best)
-        best[closer] = distance[closer]
-        nearest[closer] = k
-    return nearest
-
-
 def merge(
     sources: Sequence[FrameSource],
     measured: Measured,
-    weights: list[FrameWeights],
+    plan: WeightPlan,
     settings: StackingSettings,
     out_dtype: type[np.integer],
     timer: Timer,
@@ -229,7 +179,7 @@ def merge(
     max_pixels = int(settings.max_megapixels * 1e6)
     gain_scale = max(max(g) for g in measured.gains)
     fusion = Fusion(settings.blend, measured.shape, measured.dtype, gain_scale)
-    needed = [k for k in range(count) if weights[k].luma.any() or weights[k].colour.any()]
+    needed = plan.used
     reference = sources[reference_index(count, settings.reference)].name
 
     def load(source: FrameSource) -> Frame:
@@ -243,16 +193,13 @@ def merge(
         index = needed[position]
         tick = timer.add("wait_for_decode", tick)
         check_matches(frame.name, frame.pixels.shape[:2], frame.pixels.dtype, measured.shape, measured.dtype, reference)
-        fusion.add(frame.pixels, weights[index])
+        fusion.add(frame.pixels, plan.frame(index))
         del frame
         tick = timer.add("merge", tick)
         if progress:
             progress("merge", position + 1, len(needed))
-    image = fusion.result()
+    image = fusion.result(out_dtype, settings.sharpen)
     del fusion
-    if settings.sharpen > 0:
-        unsharp_mask(image, settings.sharpen)
-    image = to_output_dtype(image, out_dtype)
     timer.add("finish", tick)
     return image
 
@@ -281,12 +228,6 @@ def stack_to_file(
     record["warnings"].extend(warnings)
     record["outputs"] = outputs
     return record
-
-
-def unsharp_mask(image: np.ndarray, amount: float, sigma: float = 1.0) -> None:
-    """Sharpen a float image in place: ``image += amount * (image - gaussian(image, sigma))``."""
-    blurred = cv2.GaussianBlur(image, (0, 0), sigma)
-    cv2.addWeighted(image, 1.0 + amount, blurred, -amount, 0.0, dst=image)
 
 
 def _depth_image(depth: np.ndarray, shape: tuple[int, int], count: int) -> np.ndarray:
