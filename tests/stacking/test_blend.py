@@ -106,3 +106,19 @@ def test_a_frame_is_warped_only_where_it_has_weight(monkeypatch):
     assert calls and max(rows.stop for rows, _ in calls) <= 256  # rows without weight are skipped
     warped = sum((rows.stop - rows.start) * (cols.stop - cols.start) for rows, cols in calls)
     assert warped < 0.5 * 256 * 2048  # and so are the columns between the two patches
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_the_result_is_the_same_whether_written_over_the_accumulator_or_not(dtype):
+    """8-bit frames to an 8-bit result reuse the accumulator's memory, to a 16-bit result they cannot."""
+    image = (RNG.random((700, 50, 3)) * 255).astype(np.uint8)
+    ones = np.ones((700, 50), np.float32)
+    fusion = Fusion("weighted", (700, 50), np.dtype(np.uint8), gain_scale=1.0)
+    fusion.add(image, FrameWeights(ones, ones, np.eye(3), (1.0, 1.0, 1.0)))
+    out = fusion.result(dtype, sharpen=0.5)
+    top = np.iinfo(dtype).max
+    expected = image.astype(np.float32) / 255
+    from watcher.stacking.output import unsharp_mask
+
+    unsharp_mask(expected, 0.5)
+    assert np.abs(out.astype(float) - np.clip(np.rint(expected * top), 0, top)).max() <= top / 255

@@ -218,8 +218,11 @@ class Fusion:
     def result(self, dtype: type[np.integer], sharpen: float = 0.0) -> np.ndarray:
         """The fused image (H, W, 3) in ``dtype`` (uint8 or uint16), unsharp-masked by ``sharpen`` (0: not).
 
-        Made strip by strip from the accumulator, which it releases: no float copy of the whole image is made
-        (except by ``laplacian_pyramid``, whose levels must be collapsed whole).
+        Made strip by strip from the accumulator, *in its memory*: the result needs at most half the bytes per
+        pixel the accumulator has, so strip ``k``'s output bytes end where strip ``k``'s input starts (rows r0..r1
+        of output end at byte 3 W r1 <= 6 W r0 of input, for strips of 128 rows), and the rows a strip reads
+        around it for sharpening are still untouched. No second full-size image is ever held (except by
+        ``laplacian_pyramid``, whose levels must be collapsed whole first).
         """
         if self.method == "laplacian_pyramid":
             collapsed = self.sums[-1]
@@ -229,7 +232,11 @@ class Fusion:
             self.sums = []
             collapsed *= np.float32(self.gain_scale)
             self.sum, self.fixed_point = collapsed, False
-        out = np.empty((*self.shape, 3), dtype)
+        height, width = self.shape
+        if 2 * np.dtype(dtype).itemsize <= self.sum.itemsize:
+            out = np.frombuffer(self.sum.data, dtype, count=height * width * 3).reshape(height, width, 3)
+        else:  # 8-bit frames fused to a 16-bit result: as many bytes as the accumulator
+            out = np.empty((height, width, 3), dtype)
         margin = SHARPEN_MARGIN if sharpen > 0 else 0
         for rows in _strips(self.shape[0]):
             top, bottom = max(0, rows.start - margin), min(self.shape[0], rows.stop + margin)
@@ -238,7 +245,7 @@ class Fusion:
                 unsharp_mask(values, sharpen)
             out[rows] = to_output_dtype(values[rows.start - top : rows.stop - top], dtype)
         del self.sum
-        return out
+        return out  # a view: keeps the accumulator's buffer alive, and nothing else
 
     def _values(self, rows: slice) -> np.ndarray:
         """Rows ``rows`` of the result as float32 in [0, 1] (not clipped), a new array."""
