@@ -48,6 +48,8 @@ class PendingStack:
 class RefreshStats:
     """What one refresh did; ``seconds`` is its wall time."""
 
+    scans: int = 0  # in the report after the refresh
+    stacks: int = 0
     scans_rendered: int = 0
     stack_pages: int = 0
     records_read: int = 0
@@ -178,6 +180,7 @@ class Report:
             else:
                 summaries[key] = summary
         self._listings.clear()
+        stats.scans, stats.stacks = len(summaries), sum(summary.total for summary in summaries.values())
         if stats.scans_rendered or stats.pages_removed or not (self.root / INDEX).exists():
             write_atomic(self.root / INDEX, render_index(list(summaries.values())).encode())
             stats.index_rendered = True
