@@ -24,7 +24,15 @@ from pathlib import Path, PurePosixPath
 
 from watcher import __version__
 from watcher.atomic import is_temp_name, write_atomic
-from watcher.report.model import ScanSummary, StackEntry, entry_from_record, is_record, natural_key, summarize
+from watcher.report.model import (
+    ScanSummary,
+    StackEntry,
+    entry_from_record,
+    is_record,
+    natural_key,
+    scan_advice_of,
+    summarize,
+)
 from watcher.report.pages import render_index, render_scan
 from watcher.report.paths import INDEX, REPORT_FOLDER, folder_key, scan_folder, scan_key, scan_page, stack_page
 from watcher.report.stack_page import render_stack
@@ -235,11 +243,12 @@ class Report:
             stats.pages_removed += self._remove(scan_page(key)) + self._remove(state_path)
             self._prune(scan_folder(key))
             return None
-        write_atomic(self.root / scan_page(key), render_scan(key, shown).encode())
+        scan_level = scan_advice_of(shown)
+        write_atomic(self.root / scan_page(key), render_scan(key, shown, scan_level).encode())
         stats.scans_rendered += 1
         self._save(state_path, {"entries": {rel: e.to_json() for rel, e in entries.items()},
                                 "neighbours": neighbours, "pending": pending})
-        return summarize(key, shown)
+        return summarize(key, shown, scan_level)
 
     # --- files ---------------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ stick or a phone's file browser. Every link is relative (:func:`link`), so the f
 
 from __future__ import annotations
 
+import functools
 import html
 import posixpath
 from datetime import datetime
@@ -98,7 +99,15 @@ def esc(value: object) -> str:
 
 def link(page_folder: str, target: str) -> str:
     """URL of ``target`` as seen from a page in ``page_folder`` (both relative to the results folder)."""
-    return quote(posixpath.relpath(target, page_folder or "."), safe="/")
+    folder, _, name = target.rpartition("/")
+    up = _relative_folder(page_folder, folder)
+    return quote(name if up == "." else f"{up}/{name}", safe="/")
+
+
+@functools.lru_cache(maxsize=256)
+def _relative_folder(page_folder: str, folder: str) -> str:
+    # A scan page links hundreds of files in one or two folders: compute the way there once.
+    return posixpath.relpath(folder or ".", page_folder or ".")
 
 
 def page(title: str, body: str, *, crumbs: list[tuple[str, str | None]] = ()) -> str:

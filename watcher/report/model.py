@@ -8,10 +8,11 @@ so no absolute path of the machine reaches a page.
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
@@ -72,12 +73,14 @@ class StackEntry:
             return None
         return FrameMetrics(tuple(self.shares), tuple(self.changes))
 
+    @functools.cached_property
     def advice(self) -> list[Advice]:
+        """This stack's focus-range advice (computed once: a scan page asks for it several times)."""
         metrics = self.metrics()
         return stack_advice(metrics) if metrics is not None else []
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: Mapping) -> StackEntry:
@@ -115,8 +118,8 @@ def entry_from_record(record: Mapping, path: str, stamp: tuple[int, int], exists
         started_at=record.get("started_at"),
         finished_at=record.get("finished_at"),
         seconds=_float(record.get("duration_seconds")),
-        shares=list(metrics.shares) if metrics else None,
-        changes=list(metrics.changes) if metrics else None,
+        shares=[round(share, 5) for share in metrics.shares] if metrics else None,
+        changes=[None if change is None else round(change, 5) for change in metrics.changes] if metrics else None,
     )
 
 
@@ -168,11 +171,11 @@ class ScanSummary:
         return summary
 
 
-def summarize(key: str, entries: Sequence[StackEntry]) -> ScanSummary:
-    """The index's view of a scan: counts, time span, its first failures, its focus-range advice, a thumbnail."""
+def summarize(key: str, entries: Sequence[StackEntry], scan_level: Sequence[Advice]) -> ScanSummary:
+    """The index's view of a scan: counts, time span, its first failures, its focus-range advice (``scan_level``,
+    from :func:`scan_advice_of`), a thumbnail."""
     summary = ScanSummary(key)
     starts, ends = [], []
-    scan_level = scan_advice_of(entries)
     for entry in entries:
         setattr(summary, entry.status, getattr(summary, entry.status) + 1)
         if notes(entry, scan_level):
@@ -201,7 +204,7 @@ def notes(entry: StackEntry, scan_level: Sequence[Advice]) -> int:
     """How many things to look at in one stack: its warnings, and focus-range advice that is its own (what holds
     at many positions is said once, on the scan, not on every tile)."""
     said = {(advice.kind, advice.frames) for advice in scan_level}
-    return len(entry.warnings) + sum(1 for advice in entry.advice() if (advice.kind, advice.frames) not in said)
+    return len(entry.warnings) + sum(1 for advice in entry.advice if (advice.kind, advice.frames) not in said)
 
 
 def median_seconds(entries: Sequence[StackEntry]) -> float | None:

@@ -6,7 +6,8 @@ import os
 from collections.abc import Sequence
 
 from watcher.report.html import count, duration, esc, generated_at, link, page, span
-from watcher.report.model import ScanSummary, StackEntry, median_seconds, notes, parse_time, scan_advice_of
+from watcher.focus_range import Advice
+from watcher.report.model import ScanSummary, StackEntry, median_seconds, notes, parse_time
 from watcher.report.paths import INDEX, scan_folder, scan_page, scan_title, stack_page
 from watcher.report.svg import frame_colour, share_chart
 
@@ -69,8 +70,9 @@ def _meter(summary: ScanSummary) -> str:
     return f'<div class="meter" title="ok / failed / pending">{spans}</div>'
 
 
-def render_scan(key: str, entries: Sequence[StackEntry]) -> str:
-    """A scan's page: summary, focus-range advice and chart, the failures, then every position as a tile."""
+def render_scan(key: str, entries: Sequence[StackEntry], scan_level: Sequence[Advice]) -> str:
+    """A scan's page: summary, focus-range advice (``scan_level``) and chart, the failures, then every position
+    as a tile."""
     here = scan_folder(key)
     title = scan_title(key)
     summary_of = {status: sum(1 for e in entries if e.status == status) for status in ("ok", "failed", "pending")}
@@ -92,20 +94,19 @@ def render_scan(key: str, entries: Sequence[StackEntry]) -> str:
         items = "".join(f'<li><a href="{esc(link(here, stack_page(e.record)))}">{esc(e.name)}</a>: '
                         f"{esc(e.error or 'no reason recorded')}</li>" for e in failed)
         body.append(f'<div class="box bad"><b>{count(len(failed))} failed</b><ul class="failures">{items}</ul></div>')
-    body.append(_focus_section(entries))
+    body.append(_focus_section(entries, scan_level))
     body.append("<h2>Positions</h2>")
-    body.append(_grid(here, entries))
+    body.append(_grid(here, entries, scan_level))
     crumbs = [("All scans", link(here, INDEX)), (title, None)]
     return page(f"{title} · focus stacks", "\n".join(part for part in body if part), crumbs=crumbs)
 
 
-def _focus_section(entries: Sequence[StackEntry]) -> str:
+def _focus_section(entries: Sequence[StackEntry], scan_level: Sequence[Advice]) -> str:
     measured = [(e, m) for e in entries if (m := e.metrics()) is not None]
     if not measured:
         return ""
-    advice = scan_advice_of(entries)
-    if advice:
-        items = "".join(f"<li>{esc(a.message)}</li>" for a in advice)
+    if scan_level:
+        items = "".join(f"<li>{esc(a.message)}</li>" for a in scan_level)
         verdict = f'<div class="box warn"><ul>{items}</ul></div>'
     else:
         verdict = ('<div class="box"><b class="ok">Focus range looks right</b>: no end frame takes over, no frame '
@@ -120,11 +121,10 @@ def _focus_section(entries: Sequence[StackEntry]) -> str:
     return f"<h2>Focus range</h2>{verdict}{chart}"
 
 
-def _grid(here: str, entries: Sequence[StackEntry]) -> str:
+def _grid(here: str, entries: Sequence[StackEntry], scan_level: Sequence[Advice]) -> str:
     prefix = _common_prefix([e.name for e in entries])
     sized = next((e for e in entries if e.width and e.height), None)
     ratio = f' style="--ar:{sized.width}/{sized.height}"' if sized else ""
-    scan_level = scan_advice_of(entries)
     tiles = [_tile(here, entry, entry.name[len(prefix):] or entry.name, notes(entry, scan_level)) for entry in entries]
     return f'<div class="grid"{ratio}>{"".join(tiles)}</div>'
 

@@ -11,7 +11,7 @@ trailing ``stacked``. All paths here are POSIX and relative to the results folde
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import posixpath
 
 from watcher.service.results import OPENSCAN_FOLDER
 
@@ -21,20 +21,19 @@ REPORT_FOLDER = "report"
 
 def scan_key(record: str) -> str:
     """The scan a record belongs to (see :func:`folder_key`)."""
-    return folder_key(str(PurePosixPath(record).parent))
+    return folder_key(posixpath.dirname(record))
 
 
 def folder_key(folder: str) -> str:
     """The scan whose records are in ``folder``: the folder, without a trailing ``stacked``; "" at the top."""
-    path = PurePosixPath(folder)
-    if path.name == OPENSCAN_FOLDER:
-        path = path.parent
-    return "" if str(path) == "." else str(path)
+    if posixpath.basename(folder) == OPENSCAN_FOLDER:
+        folder = posixpath.dirname(folder)
+    return "" if folder in ("", ".") else folder
 
 
 def scan_folder(key: str) -> str:
     """Folder of a scan's pages."""
-    return str(PurePosixPath(REPORT_FOLDER, key)) if key else REPORT_FOLDER
+    return f"{REPORT_FOLDER}/{key}" if key else REPORT_FOLDER
 
 
 def scan_page(key: str) -> str:
@@ -43,7 +42,7 @@ def scan_page(key: str) -> str:
 
 def stack_page(record: str) -> str:
     """Page of the stack whose record is ``record`` (a stack named ``index`` must not take the scan's page)."""
-    stem = PurePosixPath(record).stem
+    stem = posixpath.splitext(posixpath.basename(record))[0]
     name = f"{stem}.stack.html" if stem.lower() == "index" else f"{stem}.html"
     return f"{scan_folder(scan_key(record))}/{name}"
 

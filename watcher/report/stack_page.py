@@ -109,7 +109,7 @@ def _images(here: str, record: Mapping, entry: StackEntry, exists: Callable[[str
 def _focus(entry: StackEntry) -> str:
     if entry.metrics() is None:
         return ""
-    advice = entry.advice()
+    advice = entry.advice
     if not advice:
         return '<div class="box"><b class="ok">Focus range looks right</b> at this position.</div>'
     items = "".join(f"<li>{esc(a.message)}</li>" for a in advice)
