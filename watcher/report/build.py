@@ -14,6 +14,8 @@ or next position did. Records are the truth: a lost or stale state file costs ti
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import time
@@ -22,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from watcher import __version__
+from watcher import __version__, focus_range
 from watcher.atomic import is_temp_name, write_atomic
 from watcher.report.model import (
     ScanSummary,
@@ -38,7 +40,16 @@ from watcher.report.paths import INDEX, REPORT_FOLDER, folder_key, scan_folder, 
 from watcher.report.stack_page import render_stack
 from watcher.service.results import OPENSCAN_FOLDER
 
-FORMAT = f"{__version__}/1"  # pages and state of another version are rebuilt (bump the /n when pages change)
+def _drawing_code_digest() -> str:
+    """Digest of the code that draws the pages: when it changes (an upgrade, a fix), every page is redrawn."""
+    digest = hashlib.sha256(__version__.encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")) + [Path(focus_range.__file__)]:
+        with contextlib.suppress(OSError):  # installed without sources: the version alone decides
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+FORMAT = _drawing_code_digest()  # state and pages of another format are redrawn
 SCAN_STATE = ".stacks.json"  # in each scan's page folder
 INDEX_STATE = f"{REPORT_FOLDER}/.index.json"
 _SKIPPED_IN_OPENSCAN = {"metadata"}  # OpenScan's per-photo JSON: never records

@@ -78,7 +78,7 @@ td.share{white-space:nowrap}
 .bar{display:inline-block;height:10px;background:var(--accent);border-radius:2px;vertical-align:middle}
 .images{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:12px}
 .images figure{margin:0}
-.images img{width:100%;height:auto;border-radius:6px;background:var(--wait-bg)}
+.images img{max-width:100%;height:auto;border-radius:6px;background:var(--wait-bg)}
 figcaption{font-size:.85em;color:var(--muted)}
 .chart svg{width:100%;height:auto;display:block;background:var(--card);border:1px solid var(--line);border-radius:6px}
 .legend{font-size:.85em;color:var(--muted);margin:.3em 0}

@@ -53,7 +53,7 @@ def _scan_card(summary: ScanSummary) -> str:
              + (f' · <span class="muted">{esc(span(summary.started_at, summary.finished_at))}</span>'
                 if summary.started_at else "") + "</p>"]
     for name, reason, _record in summary.failures:
-        lines.append(f'<p class="bad">✗ {esc(name)}: {esc(_short(reason))}</p>')
+        lines.append(f'<p class="bad">✗ {esc(name)}: {esc(_short(_without_name(name, reason)))}</p>')
     if summary.failed > len(summary.failures):
         lines.append(f'<p class="bad">… and {count(summary.failed - len(summary.failures))} more failed</p>')
     lines.extend(f'<p class="warn">⚠ {esc(message)}</p>' for message in summary.advice)
@@ -133,7 +133,7 @@ def _tile(here: str, entry: StackEntry, label: str, notes: int) -> str:
     picture = f'<img src="{esc(link(here, entry.thumbnail))}" alt="" loading="lazy">' if entry.thumbnail else ""
     badge = ""
     if entry.status == "failed":
-        inside = f'<div class="ph">✗ {esc(_short(entry.error or "failed", 90))}</div>'
+        inside = f'<div class="ph">✗ {esc(_short(_without_name(entry.name, entry.error or "failed"), 90))}</div>'
     elif entry.status == "pending":  # a stack being stacked again keeps its last thumbnail, dimmed
         inside = picture.replace("<img ", '<img class="dim" ') or '<div class="ph"></div>'
         badge = '<span class="badge wait">pending</span>'
@@ -155,6 +155,11 @@ def _common_prefix(names: list[str]) -> str:
     prefix = os.path.commonprefix(names)
     cut = max(prefix.rfind(sep) for sep in "_-. ")
     return prefix[:cut + 1] if cut >= 0 else ""
+
+
+def _without_name(name: str, reason: str) -> str:
+    """``scan01_007_fs03.jpg: truncated`` -> ``fs03.jpg: truncated`` where the stack's name is already shown."""
+    return (reason[len(name):].lstrip("_-. ") or reason) if reason.startswith(name) else reason
 
 
 def _short(text: str, limit: int = 160) -> str:
