@@ -13,6 +13,8 @@ from urllib.parse import unquote, urlsplit
 from tests.report.conftest import Night, healthy_shares
 from watcher.report import PendingStack, Report
 from watcher.report.build import FORMAT
+from watcher.report.model import ScanSummary
+from watcher.report.pages import RECENT_SCANS, render_index
 
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -256,3 +258,15 @@ def test_the_openscan_layout_reads_only_the_stacked_folders(tmp_path, fused):
     assert 'src="../../../owl/scan01/stacked/stacked_scan01_000.thumb.jpg"' in page
     assert 'href="stacked_scan01_004.html"' in page
     assert not any(name.endswith(".html") for name in os.listdir(night.results / "owl/scan01/stacked"))
+
+
+def test_after_months_of_scans_the_index_keeps_cards_for_the_recent_ones_only():
+    scans = [ScanSummary(f"proj/scan{n:03d}", ok=400, failed=1 if n == 2 else 0,
+                         started_at=f"2024-{1 + n // 28:02d}-{1 + n % 28:02d}T21:00:00+02:00",
+                         finished_at=f"2024-{1 + n // 28:02d}-{1 + n % 28:02d}T23:00:00+02:00") for n in range(200)]
+    page = render_index(scans)
+    assert page.count('<a class="scan') == RECENT_SCANS
+    assert "<h2>Older scans (170)</h2>" in page and page.count("<li>") == 170
+    assert page.index("proj/scan199") < page.index("proj/scan170") < page.index("Older scans") < page.index(
+        "proj/scan002")  # an old failure does not sit on top for ever
+    assert len(page) < 80_000

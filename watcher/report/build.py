@@ -40,6 +40,7 @@ from watcher.report.paths import INDEX, REPORT_FOLDER, folder_key, scan_folder, 
 from watcher.report.stack_page import render_stack
 from watcher.service.results import OPENSCAN_FOLDER
 
+
 def _drawing_code_digest() -> str:
     """Digest of the code that draws the pages: when it changes (an upgrade, a fix), every page is redrawn."""
     digest = hashlib.sha256(__version__.encode())

@@ -5,17 +5,21 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from watcher.report.html import count, duration, esc, generated_at, link, page, span
 from watcher.focus_range import Advice
+from watcher.report.html import count, duration, esc, generated_at, link, page, span
 from watcher.report.model import ScanSummary, StackEntry, median_seconds, notes, parse_time
 from watcher.report.paths import INDEX, scan_folder, scan_page, scan_title, stack_page
 from watcher.report.svg import frame_colour, share_chart
 
+RECENT_SCANS = 30  # shown as cards on the index; older scans get one line each
+
 
 def render_index(summaries: Sequence[ScanSummary]) -> str:
-    """``index.html``: totals, then one card per scan, scans with failures first, then the latest first."""
-    ordered = sorted(summaries, key=lambda s: parse_time(s.finished_at or s.started_at), reverse=True)
-    ordered.sort(key=lambda s: s.failed == 0)
+    """``index.html``: totals, then a card for each recent scan (those with failures first), then a line for
+    each older one, so that the page stays small after months of scans."""
+    latest = sorted(summaries, key=lambda s: parse_time(s.finished_at or s.started_at), reverse=True)
+    recent, older = latest[:RECENT_SCANS], latest[RECENT_SCANS:]
+    recent.sort(key=lambda s: s.failed == 0)
     totals = {name: sum(getattr(s, name) for s in summaries) for name in ("ok", "failed", "pending", "warned")}
     starts = [s.started_at for s in summaries if s.started_at]
     ends = [s.finished_at for s in summaries if s.finished_at]
@@ -33,8 +37,15 @@ def render_index(summaries: Sequence[ScanSummary]) -> str:
     if not summaries:
         body.append('<p class="box">No stacks yet: this page fills in as stacks finish.</p>')
     body.append('<div class="scans">')
-    body.extend(_scan_card(summary) for summary in ordered)
+    body.extend(_scan_card(summary) for summary in recent)
     body.append("</div>")
+    if older:
+        body.append(f"<h2>Older scans ({count(len(older))})</h2><ul>")
+        body.extend(f'<li><a href="{esc(link("", scan_page(s.key)))}">{esc(scan_title(s.key))}</a> '
+                    f'<span class="muted">{esc(span(s.started_at, s.finished_at))}</span> · {count(s.ok)} ok'
+                    + (f' · <span class="bad">{count(s.failed)} failed</span>' if s.failed else "") + "</li>"
+                    for s in older)
+        body.append("</ul>")
     return page("Focus stacks", "\n".join(body))
 
 
