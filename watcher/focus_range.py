@@ -170,7 +170,7 @@ def scan_advice(stacks: Sequence[FrameMetrics]) -> list[Advice]:
     """
     if not stacks:
         return []
-    n = Counter(metrics.count for metrics in stacks).most_common(1)[0][0]
+    n = usual_count(stacks)
     same = [metrics for metrics in stacks if metrics.count == n]
     found = [_find(metrics) for metrics in same]
     total = len(same)
@@ -195,6 +195,11 @@ def scan_advice(stacks: Sequence[FrameMetrics]) -> list[Advice]:
         hits = min(unused[index] for index in frames)
         advice.append(Advice(UNUSED, frames, _unused(frames, n, f"at {hits} of {total} positions"), hits, total))
     return advice
+
+
+def usual_count(stacks: Sequence[FrameMetrics]) -> int:
+    """The scan's usual number of frames per stack (a stack with one frame more or less is that position's)."""
+    return Counter(metrics.count for metrics in stacks).most_common(1)[0][0]
 
 
 def _extend(kind: str) -> str:

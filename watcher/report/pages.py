@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from watcher.focus_range import Advice
+from watcher.focus_range import Advice, usual_count
 from watcher.report.html import count, duration, esc, generated_at, link, page, span
 from watcher.report.model import ScanSummary, StackEntry, median_seconds, notes, parse_time
 from watcher.report.paths import INDEX, scan_folder, scan_page, scan_title, stack_page
@@ -122,7 +122,7 @@ def _focus_section(entries: Sequence[StackEntry], scan_level: Sequence[Advice]) 
     else:
         verdict = ('<div class="box"><b class="ok">Focus range looks right</b>: no end frame takes over, no frame '
                    "repeats or goes unused.</div>")
-    frames = max(m.count for _e, m in measured)
+    frames = usual_count([m for _e, m in measured])
     usual = [m.shares for _e, m in measured if m.count == frames]
     legend = "".join(f'<i style="background:{frame_colour(i, frames)}"></i>{i + 1}' for i in range(frames))
     first, last = measured[0][0].name, measured[-1][0].name
