@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the summary as JSON")
     status.set_defaults(handler=_cmd_status)
 
+    report = commands.add_parser("report", help="rebuild the HTML report (results/index.html) from the records")
+    _add_daemon_flags(report)
+    report.set_defaults(handler=_cmd_report)
+
     doctor = commands.add_parser("doctor", help="check this machine's setup: folders, inotify, disk, memory, heat")
     _add_daemon_flags(doctor)
     doctor.set_defaults(handler=_cmd_doctor)
@@ -127,6 +131,33 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"done {summary.done}  failed {summary.failed}  pending {summary.pending}  unplaced files {summary.unplaced}")
     for finished_at, stack, error in summary.last_errors:
         print(f"  {finished_at}  {stack}: {error}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from watcher.report import PendingStack, Report
+    from watcher.service.results import ResultStore, UnsafePathError
+    from watcher.service.status import pending_stacks
+
+    settings = _daemon_settings(args)
+    if not settings.results_folder.is_dir():
+        raise ConfigError(f"results_folder: {settings.results_folder} is not a folder (nothing to report yet)")
+    store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
+    records = {record["stack"]: record for record in store.records()}
+    pending = []
+    for stack in pending_stacks(settings, records)[0]:
+        try:
+            pending.append(PendingStack(store.paths(stack).record, stack.stack))
+        except UnsafePathError:  # refused by the daemon too: never stacked, so never shown
+            continue
+    try:
+        stats = Report(settings.results_folder, settings.results.layout).rebuild(pending)
+    except OSError as exc:
+        print(f"focus-watcher: error: cannot write the report: {exc}", file=sys.stderr)
+        return 1
+    print(f"{settings.results_folder / 'index.html'}: {stats.scans} scans, {stats.stacks} stacks; "
+          f"{stats.records_read} records read, {stats.stack_pages + stats.scans_rendered} pages written "
+          f"in {stats.seconds:.1f} s")
     return 0
 
 

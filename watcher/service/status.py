@@ -6,7 +6,7 @@ import collections
 from dataclasses import dataclass, field
 
 from watcher.config import Settings
-from watcher.service.naming import group_files
+from watcher.service.naming import StackId, group_files
 from watcher.service.observer import HotFolder, archive_members, excluded_results
 from watcher.service.results import ResultStore, signature_of
 
@@ -34,8 +34,18 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
             summary.failed += 1
             failures.append((record.get("finished_at", ""), record["stack"], record.get("error") or ""))
     summary.last_errors = sorted(failures, reverse=True)[:errors]
+    pending, summary.unplaced = pending_stacks(settings, records)
+    summary.pending = len(pending)
+    return summary
+
+
+def pending_stacks(settings: Settings, records: dict[str, dict]) -> tuple[list[StackId], int]:
+    """The stacks in the hot folder without a record for their current inputs, and the number of unplaced files.
+
+    ``records`` maps stack ids (``str(StackId)``) to their records.
+    """
     if not settings.hot_folder.is_dir():
-        return summary
+        return [], 0
     folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
     names: dict[str, dict[str, tuple[int, int]]] = collections.defaultdict(dict)
     for found in folder.walk():
@@ -47,12 +57,13 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
             state = folder.look(found.path)
             for member in archive_members(found.path) or []:
                 names[found.scan][member.filename] = (member.file_size, state.mtime_ns if state else 0)
+    pending, unplaced = [], 0
     for scan, files in names.items():
-        stacks, unplaced = group_files(scan, files, settings.naming)
-        summary.unplaced += len(unplaced)
+        stacks, misfits = group_files(scan, files, settings.naming)
+        unplaced += len(misfits)
         for stack, frames in stacks.items():
             record = records.get(str(stack))
             current = tuple((name, *files[name]) for name in frames)
             if record is None or signature_of(record) != current:
-                summary.pending += 1
-    return summary
+                pending.append(stack)
+    return pending, unplaced

@@ -1,7 +1,8 @@
 """Save stage: turn the fused float image into the output file's bytes, with the reference frame's EXIF.
 
 EXIF goes in through OpenCV's ``imencodeWithMetadata`` (OpenCV >= 4.13), which writes it into JPEG and PNG;
-OpenCV cannot put EXIF into TIFF, so a TIFF result carries none and its record says so.
+OpenCV cannot put EXIF into TIFF, so a TIFF result carries none and its record says so. Thumbnails for the
+report are made here too, from the arrays already in memory: the result is never decoded again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 FORMATS = {"jpg": ".jpg", "png": ".png", "tif": ".tif"}
 _EXIF_CAPABLE = {"jpg", "png"}
 _ORIENTATION_TAG = 0x0112
+THUMBNAIL_SIDE = 320  # px, longest side: a report's grid tile, sharp on a phone's high-density screen
 
 
 SHARPEN_SIGMA = 1.0  # px: the unsharp mask's Gaussian
@@ -35,6 +37,37 @@ def to_output_dtype(image: np.ndarray, dtype: type[np.integer]) -> np.ndarray:
     return image.astype(dtype)
 
 
+def to_8_bit(image: np.ndarray) -> np.ndarray:
+    """``image`` as uint8: 16-bit values rounded to the nearest 8-bit step (x / 257); 8-bit returned as is."""
+    if image.dtype == np.uint8:
+        return image
+    return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def thumbnail(image: np.ndarray, longest_side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """A small 8-bit copy of an image already in memory (the result or its depth map), for the report.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, 3) or (H, W), uint8 or uint16
+    longest_side : int
+        Pixels of the longer side of the thumbnail; smaller images are not enlarged.
+
+    Returns
+    -------
+    ndarray, shape (h, w, 3) or (h, w), uint8
+        Area-averaged (no aliasing of fine texture), aspect ratio kept, never sharing memory with ``image``.
+    """
+    height, width = image.shape[:2]
+    scale = min(1.0, longest_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    else:
+        small = image.copy()
+    return to_8_bit(small)
+
+
 def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: bytes | None = None) -> tuple[bytes, list[str]]:
     """Encode ``image`` ((H, W, 3) or (H, W), uint8 or uint16) as ``fmt`` ("jpg", "png", "tif").
 
@@ -43,7 +76,7 @@ def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: b
     """
     warnings: list[str] = []
     if fmt == "jpg" and image.dtype == np.uint16:
-        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        image = to_8_bit(image)
         warnings.append("JPEG is 8-bit: 16-bit result reduced to 8 bits")
     params = {
         "jpg": [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality],

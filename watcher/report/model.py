@@ -1,0 +1,230 @@
+"""What the report shows, taken from the records: one :class:`StackEntry` per stack, one :class:`ScanSummary` per scan.
+
+An entry is the little of a record that a scan page and the index need (status, reason, thumbnail, times, the
+per-frame shares); it is cached, so a scan page is re-rendered without re-reading its hundreds of records.
+Paths in entries are POSIX paths relative to the results folder; text from records goes through :func:`redact`,
+so no absolute path of the machine reaches a page.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+from watcher.focus_range import Advice, FrameMetrics, frame_metrics, scan_advice, stack_advice
+
+THUMBNAIL_SUFFIX = ".thumb.jpg"
+DEPTH_SUFFIX = ".depth.png"
+DEPTH_THUMBNAIL_SUFFIX = ".depth.thumb.png"
+FAILURES_ON_INDEX = 3  # per scan; the scan page lists them all
+
+# An absolute path: a "/" not preceded by a word character, a dot, a colon or a slash (so "a/b", "1/2" and URLs
+# stay), then one or more folders. Only the last component is kept: "/var/lib/x/scan01_12.jpg" -> ".../scan01_12.jpg".
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"()<>|,;:]+/)+")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def redact(text: str) -> str:
+    """``text`` with every absolute path shortened to ``…/<last component>``."""
+    return _ABSOLUTE_PATH.sub("…/", text)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that puts ``pos9`` before ``pos10``."""
+    return tuple(int(part) if part.isdigit() else part.lower() for part in _DIGITS.split(name))
+
+
+@dataclass
+class StackEntry:
+    """One stack as the scan page shows it.
+
+    ``record`` is the record file's path relative to the results folder, and the entry's identity; ``status`` is
+    ``ok``, ``failed`` or ``pending`` (no record yet, or being stacked again); ``stamp`` the record file's
+    (mtime_ns, size) when it was read.
+    """
+
+    record: str
+    name: str
+    status: str
+    stamp: tuple[int, int] = (0, 0)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    image: str | None = None
+    thumbnail: str | None = None
+    width: int | None = None
+    height: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    seconds: float | None = None
+    shares: list[float] | None = None
+    changes: list[float | None] | None = None
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.record).stem
+
+    def metrics(self) -> FrameMetrics | None:
+        if self.shares is None or self.changes is None:
+            return None
+        return FrameMetrics(tuple(self.shares), tuple(self.changes))
+
+    @functools.cached_property
+    def advice(self) -> list[Advice]:
+        """This stack's focus-range advice (computed once: a scan page asks for it several times)."""
+        metrics = self.metrics()
+        return stack_advice(metrics) if metrics is not None else []
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> StackEntry:
+        return cls(**{**data, "stamp": tuple(data["stamp"])})
+
+
+def is_record(data: object) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("stack"), str) and data.get("status") in ("ok", "failed")
+
+
+def entry_from_record(record: Mapping, path: str, stamp: tuple[int, int], exists) -> StackEntry:
+    """The entry of a record read from ``path`` (relative to the results folder).
+
+    ``exists(relative_path) -> bool`` says whether an output file is there (the caller answers from a folder
+    listing it already has). Outputs are looked up where the record says (``output``, ``outputs``: relative to
+    the results folder, or absolute inside it), then beside the record under the usual names.
+    """
+    ok = record.get("status") == "ok"
+    folder = PurePosixPath(path).parent
+    stem = PurePosixPath(path).stem
+    image = find_output(record.get("output"), folder, None, exists) if ok else None
+    outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
+    metrics = frame_metrics(record.get("frames") or []) if ok else None
+    return StackEntry(
+        record=path,
+        name=str(record.get("name") or stem),
+        status="ok" if ok else "failed",
+        stamp=stamp,
+        error=redact(str(record["error"])) if record.get("error") else None,
+        warnings=[redact(str(w)) for w in record.get("warnings") or []],
+        image=image,
+        thumbnail=find_output(outputs.get("thumbnail"), folder, stem + THUMBNAIL_SUFFIX, exists) if ok else None,
+        width=_int(record.get("width")),
+        height=_int(record.get("height")),
+        started_at=record.get("started_at"),
+        finished_at=record.get("finished_at"),
+        seconds=_float(record.get("duration_seconds")),
+        shares=[round(share, 5) for share in metrics.shares] if metrics else None,
+        changes=[None if change is None else round(change, 5) for change in metrics.changes] if metrics else None,
+    )
+
+
+def find_output(value: object, folder: PurePosixPath, usual_name: str | None, exists) -> str | None:
+    """Where an output file is, relative to the results folder, or None.
+
+    Tried in order: ``value`` as a path relative to the results folder; its file name beside the record (in
+    ``folder``); ``usual_name`` beside the record. Absolute paths and paths climbing out are not trusted.
+    """
+    candidates = []
+    if isinstance(value, str) and value:
+        path = PurePosixPath(value)
+        if not path.is_absolute() and ".." not in path.parts:
+            candidates.append(str(path))
+        candidates.append(str(folder / path.name))
+    if usual_name:
+        candidates.append(str(folder / usual_name))
+    return next((candidate for candidate in candidates if exists(candidate)), None)
+
+
+@dataclass
+class ScanSummary:
+    """One scan as the index shows it."""
+
+    key: str  # the scan's folder relative to the results folder ("" for the top folder)
+    ok: int = 0
+    failed: int = 0
+    pending: int = 0
+    warned: int = 0  # stacks with warnings, or focus-range advice of their own (see :func:`notes`)
+    started_at: str | None = None
+    finished_at: str | None = None
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (name, reason, record) of the first few
+    advice: list[str] = field(default_factory=list)
+    thumbnail: str | None = None
+    thumbnail_size: tuple[int, int] | None = None
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.failed + self.pending
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> ScanSummary:
+        summary = cls(**data)
+        summary.failures = [tuple(item) for item in summary.failures]
+        summary.thumbnail_size = tuple(summary.thumbnail_size) if summary.thumbnail_size else None
+        return summary
+
+
+def summarize(key: str, entries: Sequence[StackEntry], scan_level: Sequence[Advice]) -> ScanSummary:
+    """The index's view of a scan: counts, time span, its first failures, its focus-range advice (``scan_level``,
+    from :func:`scan_advice_of`), a thumbnail."""
+    summary = ScanSummary(key)
+    starts, ends = [], []
+    for entry in entries:
+        setattr(summary, entry.status, getattr(summary, entry.status) + 1)
+        if notes(entry, scan_level):
+            summary.warned += 1
+        if entry.started_at:
+            starts.append(entry.started_at)
+        if entry.finished_at:
+            ends.append(entry.finished_at)
+    summary.started_at = min(starts, key=parse_time, default=None)
+    summary.finished_at = max(ends, key=parse_time, default=None)
+    failed = [entry for entry in entries if entry.status == "failed"]
+    summary.failures = [(entry.name, entry.error or "", entry.record) for entry in failed[:FAILURES_ON_INDEX]]
+    summary.advice = [advice.message for advice in scan_level]
+    shown = next((entry for entry in entries if entry.status == "ok" and entry.thumbnail), None)
+    if shown is not None:
+        summary.thumbnail = shown.thumbnail
+        summary.thumbnail_size = (shown.width, shown.height) if shown.width and shown.height else None
+    return summary
+
+
+def scan_advice_of(entries: Sequence[StackEntry]) -> list[Advice]:
+    return scan_advice([metrics for entry in entries if (metrics := entry.metrics()) is not None])
+
+
+def notes(entry: StackEntry, scan_level: Sequence[Advice]) -> int:
+    """How many things to look at in one stack: its warnings, and focus-range advice that is its own (what holds
+    at many positions is said once, on the scan, not on every tile)."""
+    said = {(advice.kind, advice.frames) for advice in scan_level}
+    return len(entry.warnings) + sum(1 for advice in entry.advice if (advice.kind, advice.frames) not in said)
+
+
+def median_seconds(entries: Sequence[StackEntry]) -> float | None:
+    seconds = [entry.seconds for entry in entries if entry.status == "ok" and entry.seconds is not None]
+    return statistics.median(seconds) if seconds else None
+
+
+def parse_time(text: str | None) -> datetime:
+    """A record's ISO time (records carry their UTC offset; one without is taken as local); unreadable ones sort
+    first."""
+    try:
+        moment = datetime.fromisoformat(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
