@@ -31,7 +31,8 @@ from watcher.stacking.blend import Fusion
 from watcher.stacking.depth import refine
 from watcher.stacking.frames import Frame, FrameSource, prefetching, read_frame
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
-from watcher.stacking.output import encode_image, upright_exif
+from watcher.focus_range import frame_metrics, stack_advice
+from watcher.stacking.output import encode_image, thumbnail, upright_exif
 from watcher.stacking.weights import WeightPlan
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -161,6 +162,9 @@ def stack(
         "warnings": warnings,
         "settings": settings.model_dump(mode="json"),
     }
+    metrics = frame_metrics(frames)
+    if metrics is not None:
+        record["focus_range"] = [advice.as_dict() for advice in stack_advice(metrics)]
     exif = upright_exif(measured.exif) if measured.exif else None
     return StackResult(image=image, depthmap=depthmap, record=record, exif=exif)
 
@@ -210,19 +214,28 @@ def stack_to_file(
     settings: StackingSettings,
     *,
     depthmap_output: Path | None = None,
+    thumbnail_output: Path | None = None,
+    depth_thumbnail_output: Path | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """:func:`stack`, then write the result (and optionally the depth map) atomically. Returns the record."""
+    """:func:`stack`, then write the result (and optionally the depth map and the report's thumbnails of both,
+    made from the arrays in memory) atomically. Returns the record, whose ``outputs`` name what was written."""
     result = stack(sources, settings, progress=progress)
     begin = time.perf_counter()
+    outputs = {"image": str(output)}
+    if thumbnail_output is not None:
+        write_atomic(thumbnail_output, encode_image(thumbnail(result.image), "jpg", jpeg_quality=85)[0])
+        outputs["thumbnail"] = str(thumbnail_output)
     data, warnings = encode_image(result.image, settings.output_format, jpeg_quality=settings.jpeg_quality, exif=result.exif)
     del result.image
     write_atomic(output, data)
-    outputs = {"image": str(output)}
     if depthmap_output is not None and result.depthmap is not None:
         depth_format = "jpg" if depthmap_output.suffix.lower() in (".jpg", ".jpeg") else "png"
         write_atomic(depthmap_output, encode_image(result.depthmap, depth_format, jpeg_quality=95)[0])
         outputs["depthmap"] = str(depthmap_output)
+    if depth_thumbnail_output is not None and result.depthmap is not None:
+        write_atomic(depth_thumbnail_output, encode_image(thumbnail(result.depthmap), "png")[0])
+        outputs["depth_thumbnail"] = str(depth_thumbnail_output)
     record = result.record
     record["timings"]["save"] = round(time.perf_counter() - begin, 4)
     record["warnings"].extend(warnings)
