@@ -73,6 +73,11 @@ class StackingSettings(_Section):
     )
     reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
     align_max_side: int = Field(1024, ge=256, le=8192, description="Alignment is estimated at this size (px).")
+    reuse_alignment: Literal["scan", "never"] = Field(
+        "scan",
+        description="The daemon calibrates the focus steps once per scan and reuses them for the scan's next "
+        "stacks, checking every frame (scan); or aligns every stack alone (never).",
+    )
     focus_measure: FocusMeasure = "sml"
     focus_window: int = Field(5, ge=3, le=21, description="Focus-measure window (odd, px at focus resolution).")
     focus_scales: int = Field(

@@ -44,6 +44,7 @@ MIN_CORRELATION = 0.5
 _MISFIT_FACTOR = 1.5
 _MISFIT_SLACK = 0.002
 _COARSEST_SIDE = 48  # px: ECC needs some structure even on the coarsest level
+_CHECK_ITERATIONS = 10
 _ECC_BLUR = 5  # px, Gaussian pre-smoothing inside ECC
 DISPLAY_GAMMA = 2.2  # sRGB-like encoding of camera JPEGs (and of most 16-bit TIFFs from raw converters)
 
@@ -147,6 +148,34 @@ def estimate_pair(
         return PairAlignment(prediction, "predicted", baseline, tuple(tried), ())
     return PairAlignment(np.eye(3), "identity", float("nan"), tuple(tried),
                          ("no model fits and nothing predicts this frame: used unaligned",))
+
+
+def check_step(template: np.ndarray, moving: np.ndarray, step: np.ndarray, *, keep_percent: float) -> float:
+    """How far (px of the alignment images, worst corner) ECC moves a known ``step`` when it starts there.
+
+    The cheap check of a calibration: a few iterations of an affine ECC at half the alignment resolution, where a
+    step that still holds barely moves and a rig that was bumped (a shift), or a focus range that changed (a
+    scale), shows at once; an affine model's corners are far steadier than a homography's for this. Returns
+    ``inf`` when ECC cannot converge.
+    """
+    half_template, half_moving = cv2.pyrDown(template), cv2.pyrDown(moving)
+    scale = half_template.shape[1] / template.shape[1]
+    start = rescale_warp(step, scale)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, _CHECK_ITERATIONS, 1e-4)
+    try:
+        _, found = cv2.findTransformECCWithMask(
+            half_template, half_moving, gradient_mask(half_template, keep_percent),
+            np.full(half_moving.shape, 255, np.uint8), _restrict(start, "affine"), cv2.MOTION_AFFINE,
+            criteria, _ECC_BLUR,
+        )
+    except cv2.error:
+        return float("inf")
+    moved = rescale_warp(_as_3x3(found.astype(np.float64)), 1.0 / scale)
+    step = _as_3x3(_restrict(step, "affine").astype(np.float64))  # compared as the affine ECC saw it
+    height, width = template.shape
+    corners = _corners(width, height)
+    a, b = corners @ step.T, corners @ moved.T
+    return float(np.max(np.hypot(*(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:]).T)))
 
 
 def _fits_as_well(correlation: float, baseline: float) -> bool:

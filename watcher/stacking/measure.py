@@ -17,7 +17,16 @@ import cv2
 import numpy as np
 
 from watcher.config import StackingSettings
-from watcher.stacking.align import alignment_image, coverage, estimate_pair, rescale_warp, warp_frame
+from watcher.stacking.align import (
+    PairAlignment,
+    alignment_image,
+    check_step,
+    coverage,
+    estimate_pair,
+    rescale_warp,
+    warp_frame,
+)
+from watcher.stacking.calibration import CHECK_TOLERANCE_PX, Calibration
 from watcher.stacking.depth import DepthMap, DepthVotes, decide
 from watcher.stacking.focus import multiscale_score, relative_blur
 from watcher.stacking.frames import Frame, FrameError, FrameSource, prefetching, preview_reduction, read_preview
@@ -104,8 +113,12 @@ def measure(
     reference: int,
     timer: Timer,
     progress: Callable[[str, int, int], None] | None = None,
+    calibration: Calibration | None = None,
 ) -> Measured:
-    """Place, match and score every frame (decoded small) and decide the depth map; see the module docstring."""
+    """Place, match and score every frame (decoded small) and decide the depth map; see the module docstring.
+
+    ``calibration``: transforms of an earlier stack of the same scan, checked and reused where they hold.
+    """
     count = len(sources)
     order = [reference, *range(reference + 1, count), *range(reference - 1, -1, -1)]
     max_pixels = int(settings.max_megapixels * 1e6)
@@ -125,6 +138,8 @@ def measure(
         begin = time.perf_counter()
         if state is None:
             state = _Measuring(frame, settings, count)
+            if calibration is not None and calibration.fits(state.shape, count, reference):
+                state.calibration = calibration
             exif = frame.exif
         else:
             check_matches(frame.name, frame.full_shape, frame.pixels.dtype, state.shape, state.dtype,
@@ -178,6 +193,7 @@ class _Measuring:
         self.focus_changes: list[float | None] = [None] * count
         self.blur_steps: list[float] = []  # per neighbouring pair, decision px
         self._first_steps: dict[int, np.ndarray] = {}
+        self.calibration: Calibration | None = None
 
     def add(self, index: int, reference: int, pixels: np.ndarray, timer: Timer) -> dict:
         """Measure one frame (preview ``pixels``); returns its record."""
@@ -243,16 +259,26 @@ class _Measuring:
             # the first step on this side mirrors the first step on the other (breathing is smooth through the
             # reference)
             prediction = np.linalg.inv(self._first_steps[-side])
-        pair = estimate_pair(neighbour, grey, levels=settings.pyramid_levels, keep_percent=settings.mask_threshold,
-                             prediction=prediction)
-        if last_step is None and pair.model not in ("predicted", "identity"):
+        checked = None
+        if self.calibration is not None:
+            prediction = rescale_warp(self.calibration.step(index, index - side), scale)
+            moved = check_step(neighbour, grey, prediction, keep_percent=settings.mask_threshold)
+            checked = {"source": self.calibration.source, "check_px": round(moved / scale, 3),
+                       "held": moved <= CHECK_TOLERANCE_PX}
+        if checked is not None and checked["held"]:
+            pair = PairAlignment(prediction, "calibrated", float("nan"), (), ())
+        else:
+            pair = estimate_pair(neighbour, grey, levels=settings.pyramid_levels,
+                                 keep_percent=settings.mask_threshold, prediction=prediction)
+        if last_step is None and pair.model not in ("predicted", "identity", "calibrated"):
             self._first_steps[side] = pair.warp
         step = pair.warp if pair.model != "identity" else last_step
         warp_small = pair.warp @ neighbour_warp
         self._sides[side] = (grey, warp_small, step)
         self.warps[index] = rescale_warp(warp_small, 1.0 / scale)
         record = {
-            "placement": {"predicted": "predicted", "identity": "unaligned"}.get(pair.model, "estimated"),
+            "placement": {"predicted": "predicted", "identity": "unaligned", "calibrated": "calibrated"}.get(
+                pair.model, "estimated"),
             "model": pair.model,
             "correlation": None if math.isnan(pair.correlation) else round(pair.correlation, 5),
             "transform": np.round(self.warps[index], 8).tolist(),
@@ -260,6 +286,8 @@ class _Measuring:
         }
         if pair.tried:
             record["notes"] = list(pair.tried)
+        if checked is not None:
+            record["calibration"] = checked
         return record
 
     def _match(self, index: int, small: np.ndarray, warp_small: np.ndarray,

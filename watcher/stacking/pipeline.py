@@ -28,6 +28,7 @@ from watcher import __version__
 from watcher.atomic import write_atomic
 from watcher.config import StackingSettings
 from watcher.stacking.blend import Fusion
+from watcher.stacking.calibration import Calibration
 from watcher.stacking.depth import refine
 from watcher.stacking.frames import Frame, FrameSource, prefetching, read_frame
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
@@ -105,7 +106,11 @@ def reference_index(count: int, reference: str) -> int:
 
 
 def stack(
-    sources: Sequence[FrameSource | Path | str], settings: StackingSettings, *, progress: Progress | None = None
+    sources: Sequence[FrameSource | Path | str],
+    settings: StackingSettings,
+    *,
+    progress: Progress | None = None,
+    calibration: Calibration | None = None,
 ) -> StackResult:
     """Fuse a focus stack.
 
@@ -115,6 +120,9 @@ def stack(
         The frames, in focus order (nearest to farthest or the reverse).
     settings : StackingSettings
     progress : callable(stage, done, total), optional
+    calibration : Calibration, optional
+        Transforms of an earlier stack of the same scan, reused where they check out
+        (:mod:`watcher.stacking.calibration`).
 
     Raises
     ------
@@ -131,7 +139,7 @@ def stack(
     timer = Timer()
     count = len(sources)
     ref = reference_index(count, settings.reference)
-    measured = measure(sources, settings, ref, timer, progress)
+    measured = measure(sources, settings, ref, timer, progress, calibration)
     begin = time.perf_counter()
     depth = refine(measured.depth, measured.guide, edge_aware=settings.blend != "weighted").depth
     plan = WeightPlan(measured, depth, settings.blend)
@@ -217,10 +225,11 @@ def stack_to_file(
     thumbnail_output: Path | None = None,
     depth_thumbnail_output: Path | None = None,
     progress: Progress | None = None,
+    calibration: Calibration | None = None,
 ) -> dict:
     """:func:`stack`, then write the result (and optionally the depth map and the report's thumbnails of both,
     made from the arrays in memory) atomically. Returns the record, whose ``outputs`` name what was written."""
-    result = stack(sources, settings, progress=progress)
+    result = stack(sources, settings, progress=progress, calibration=calibration)
     begin = time.perf_counter()
     outputs = {"image": str(output)}
     if thumbnail_output is not None:
