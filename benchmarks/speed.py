@@ -1,11 +1,14 @@
-"""Whole-process wall time and peak RSS of `focus-watcher stack` on 16 MP stacks (4656x3496, IMX519 size).
+"""Whole-process wall time and peak RSS of `focus-watcher stack`, on the frame sizes rigs write.
 
-    uv run python -m benchmarks.speed [--frames 10,30] [--against REV] [--repeat N]
+    uv run python -m benchmarks.speed [--stacks 16mp:10,16mp:30,64mp:5,1.5mp:10] [--against REV] [--repeat N]
 
-Frames are rendered once by benchmarks/synthetic.py and cached in benchmarks/out/. Each run is a fresh process
-measured by /usr/bin/time -v (wall clock, maximum resident set size). With ``--against REV`` the same runs are
-made with the code of git revision REV (checked out in a temporary worktree, same interpreter), interleaved with
-the current code, so both are measured under the same machine noise.
+Stacks: ``16mp`` 4656x3496 (IMX519), ``64mp`` 9152x6944 (Arducam Hawkeye; the 16 MP frames enlarged: the
+renderer's defocus bank is too slow at that size, and speed and memory do not depend on the content),
+``1.5mp`` 1500x1000 (microscopy and macro). Frames are rendered once by benchmarks/synthetic.py and cached in
+benchmarks/out/. Each run is a fresh process measured by /usr/bin/time -v (wall clock, maximum resident set
+size). With ``--against REV`` the same runs are made with the code of git revision REV (checked out in a
+temporary worktree, same interpreter), interleaved with the current code, so both are measured under the same
+machine noise.
 """
 
 from __future__ import annotations
@@ -21,19 +24,30 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
-SIZE = (4656, 3496)
+SIZES = {"16mp": (4656, 3496), "64mp": (9152, 6944), "1.5mp": (1500, 1000)}
 
 
-def cached_stack(frames: int) -> list[Path]:
-    """JPEG frames of a 16 MP synthetic stack with ``frames`` frames (rendered on first use)."""
-    folder = OUT / f"stack-16mp-{frames}"
+def cached_stack(size: str, frames: int) -> list[Path]:
+    """JPEG frames of a synthetic ``size`` stack (a key of SIZES) with ``frames`` frames (rendered on first use)."""
+    folder = OUT / f"stack-{size}-{frames}"
     paths = sorted(folder.glob("*.jpg"))
     if len(paths) == frames:
         return paths
     from benchmarks.synthetic import make_focal_stack, write_stack
 
-    print(f"rendering a 16 MP x {frames} synthetic stack into {folder} (once) ...", file=sys.stderr, flush=True)
-    stack = make_focal_stack("coffee_tilt", size=SIZE, n_frames=frames)
+    print(f"rendering a {size} x {frames} synthetic stack into {folder} (once) ...", file=sys.stderr, flush=True)
+    if size == "64mp":
+        import cv2
+
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for index, source in enumerate(cached_stack("16mp", max(frames, 10))[:frames]):
+            frame = cv2.resize(cv2.imread(str(source)), SIZES["64mp"], interpolation=cv2.INTER_CUBIC)
+            path = folder / f"hawkeye_{index:02d}.jpg"
+            cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            paths.append(path)
+        return paths
+    stack = make_focal_stack("coffee_tilt", size=SIZES[size], n_frames=frames)
     return write_stack(stack, folder)
 
 
@@ -79,26 +93,31 @@ def worktree(revision: str):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", default="10,30", help="comma-separated frame counts")
+    parser.add_argument("--stacks", default="16mp:10,16mp:30,64mp:5,1.5mp:10",
+                        help="comma-separated SIZE:FRAMES, SIZE one of " + ", ".join(SIZES))
     parser.add_argument("--against", metavar="REV", help="also measure git revision REV (e.g. HEAD~1)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("extra", nargs="*", help="extra flags for `focus-watcher stack` (after --)")
     args = parser.parse_args(argv)
-    stacks = {n: cached_stack(n) for n in (int(v) for v in args.frames.split(","))}
+    stacks = {}
+    for item in args.stacks.split(","):
+        size, frames = item.split(":")
+        stacks[f"{size} x {frames}"] = cached_stack(size, int(frames))
     with tempfile.TemporaryDirectory() as tmp, (worktree(args.against) if args.against else _none()) as old:
         codes = [("current", REPO)] + ([(args.against, old)] if old else [])
         rows = []
-        for count, frames in stacks.items():
+        for name, frames in stacks.items():
             for _ in range(args.repeat):
                 for label, code in codes:
                     wall, rss = measure(code, frames, Path(tmp) / "out.jpg", args.extra)
-                    rows.append((label, count, wall, rss))
-                    print(f"  {label:10} 16 MP x {count:2}: {wall:6.1f} s  {rss:6.0f} MiB", file=sys.stderr, flush=True)
+                    rows.append((label, name, wall, rss, len(frames)))
+                    print(f"  {label:10} {name}: {wall:6.1f} s  {rss:6.0f} MiB", file=sys.stderr, flush=True)
             wall, rss = measure(REPO, frames, Path(tmp) / "out.jpg", [], floor=True)
-            rows.append(("floor", count, wall, rss))
-    print(f"\n{'code':10} {'stack':>12} {'wall s':>8} {'peak RSS MiB':>13}   (floor: decode each frame + one pass)")
-    for label, count, wall, rss in rows:
-        print(f"{label:10} {f'16MP x {count}':>12} {wall:8.1f} {rss:13.0f}")
+            rows.append(("floor", name, wall, rss, len(frames)))
+    print(f"\n{'code':10} {'stack':>12} {'wall s':>8} {'s/frame':>8} {'peak RSS MiB':>13}"
+          "   (floor: decode each frame + one pass)")
+    for label, name, wall, rss, count in rows:
+        print(f"{label:10} {name:>12} {wall:8.1f} {wall / count:8.2f} {rss:13.0f}")
 
 
 @contextmanager
