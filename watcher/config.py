@@ -72,7 +72,7 @@ class StackingSettings(_Section):
         50.0, ge=1, le=100, description="Percent of reference pixels, strongest gradients first, that ECC uses."
     )
     reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
-    align_max_side: int = Field(1024, ge=256, le=8192, description="Alignment is estimated at this size (px).")
+    align_max_side: int = Field(768, ge=256, le=8192, description="Alignment is estimated at this size (px).")
     reuse_alignment: Literal["scan", "never"] = Field(
         "scan",
         description="The daemon calibrates the focus steps once per scan and reuses them for the scan's next "
@@ -84,7 +84,7 @@ class StackingSettings(_Section):
         3, ge=1, le=6, description="Octaves the focus measure looks at (1: the finest only); see the README."
     )
     focus_max_megapixels: float = Field(
-        4.0, gt=0, le=100, description="Focus maps are computed on a grey copy downscaled to at most this size."
+        1.0, gt=0, le=100, description="The depth map is decided on copies of about this many megapixels."
     )
     blend: BlendMethod = "guided_weighted"
     sharpen: float = Field(0.0, ge=0, le=3, description="Unsharp-mask amount applied after blending.")

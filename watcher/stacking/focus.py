@@ -138,8 +138,8 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
 
 
 # Gaussian sigmas (px) tried by relative_blur; 0 is "as sharp as the other".
-_BLUR_LADDER = (0.0, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
-_BLUR_BLOCK = 32  # px: blocks in which the sharper image is found and its blur fitted
+_BLUR_LADDER = (0.0, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+_BLUR_BLOCK = 20  # px: blocks in which the sharper image is found and its blur fitted
 _BLUR_QUANTILE = 25  # the step's blur: where one of the two is in focus it is smallest, elsewhere larger
 
 
@@ -173,9 +173,13 @@ def relative_blur(a: np.ndarray, b: np.ndarray) -> float | None:
     texture = per_block(np.maximum(cv2.Laplacian(a, cv2.CV_32F) ** 2, cv2.Laplacian(b, cv2.CV_32F) ** 2))
     best = np.full((rows, cols), np.inf, np.float32)
     sigma = np.zeros((rows, cols), np.float32)
+    blurred_a, blurred_b, done = a, b, 0.0
     for value in _BLUR_LADDER:
-        blurred_a = cv2.GaussianBlur(a, (0, 0), value) if value else a
-        blurred_b = cv2.GaussianBlur(b, (0, 0), value) if value else b
+        if value > done:  # blur on from the previous step: a Gaussian of sigma s2 is one of s1 then sqrt(s2^2 - s1^2)
+            extra = float(np.sqrt(value * value - done * done))
+            blurred_a = cv2.GaussianBlur(blurred_a, (0, 0), extra)
+            blurred_b = cv2.GaussianBlur(blurred_b, (0, 0), extra)
+            done = value
         for misfit in (per_block((blurred_a - b) ** 2), per_block((blurred_b - a) ** 2)):
             better = misfit < best
             best[better] = misfit[better]

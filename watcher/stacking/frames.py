@@ -150,12 +150,19 @@ def decode_frame(data: bytes, name: str, *, max_pixels: int, reduce: int = 1) ->
     return Frame(name=name, pixels=pixels, exif=exif or None, full_shape=tuple(full_shape))
 
 
-def prefetching(sources: list[FrameSource], load: Callable[[FrameSource], Frame]) -> Iterator[tuple[int, Frame]]:
+def prefetching(
+    sources: list[FrameSource], load: Callable[[FrameSource], Frame], *, ahead: bool = True
+) -> Iterator[tuple[int, Frame]]:
     """Yield ``(index, frame)`` for ``sources`` in order, decoding the next frame while the caller works.
 
     Decoding releases the GIL inside OpenCV, so one frame of look-ahead hides most of the load time while
-    holding at most two decoded frames in memory. A :class:`FrameError` surfaces when its frame is reached.
+    holding at most two decoded frames in memory; ``ahead=False`` decodes each frame only when it is reached
+    (one frame in memory). A :class:`FrameError` surfaces when its frame is reached.
     """
+    if not ahead:
+        for position, source in enumerate(sources):
+            yield position, load(source)
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-loader") as loader:
         pending = loader.submit(load, sources[0]) if sources else None
         for position in range(len(sources)):

@@ -35,7 +35,7 @@ from watcher.stacking.photometric import channel_gains, luma_gain, match_copy
 UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover
 _BITS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
 _CHANGE_QUANTILE = 50  # focus_change is measured where either frame scores above its median (textured pixels)
-_BLUR_SIDE = 512  # px: neighbours' relative blur is fitted on copies this long on their longer side
+_BLUR_SIDE = 320  # px: neighbours' relative blur is fitted on copies this long on their longer side
 
 
 @dataclass

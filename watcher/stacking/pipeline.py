@@ -92,6 +92,9 @@ _BYTES_PER_PIXEL = {
 }
 _EXTRA_BYTES_PER_PIXEL_16_BIT = 16
 _PROCESS_BASE_BYTES = 120 << 20  # interpreter, numpy, OpenCV
+# Frames up to this size are decoded one ahead while the previous one is merged; a 64 MP frame is 190 MB more,
+# which a 2-4 GB Pi needs more than the second or two it saves: bigger frames are decoded in turn.
+_PREFETCH_MAX_PIXELS = 24_000_000
 
 
 def estimate_peak_bytes(width: int, height: int, bits: int, settings: StackingSettings) -> int:
@@ -201,7 +204,8 @@ def merge(
         return frame
 
     tick = time.perf_counter()
-    for position, frame in prefetching([sources[k] for k in needed], load):
+    ahead = measured.shape[0] * measured.shape[1] <= _PREFETCH_MAX_PIXELS
+    for position, frame in prefetching([sources[k] for k in needed], load, ahead=ahead):
         index = needed[position]
         tick = timer.add("wait_for_decode", tick)
         check_matches(frame.name, frame.pixels.shape[:2], frame.pixels.dtype, measured.shape, measured.dtype, reference)
