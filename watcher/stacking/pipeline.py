@@ -81,17 +81,20 @@ def return_freed_memory_promptly() -> None:
         pass
 
 
-# Peak resident bytes per pixel of one frame, measured with benchmarks/speed.py (flat in the frame count), 8-bit
-# frames; 16-bit frames add the extra bytes of their wider samples and float accumulator.
+# Peak resident memory, measured with benchmarks/speed.py (whole process, flat in the frame count): a fixed part
+# (interpreter, numpy, OpenCV, encoder buffers), bytes per pixel of the depth map's resolution (the decision's maps
+# and scratch), and bytes per pixel of a frame for each blend, 8-bit frames (measured at 1.5, 16 and 64 MP; 16-bit
+# frames add their wider samples and a float accumulator).
+_PROCESS_BASE_BYTES = 140 << 20
+_BYTES_PER_DECISION_PIXEL = 100
 _BYTES_PER_PIXEL = {
-    "weighted": 13,
-    "guided_weighted": 13,
-    "direct_map": 13,
-    "laplacian_pyramid": 60,
-    "luma_weighted_chroma_pick": 19,
+    "weighted": 11,
+    "guided_weighted": 11,
+    "direct_map": 11,
+    "laplacian_pyramid": 59,
+    "luma_weighted_chroma_pick": 17,
 }
-_EXTRA_BYTES_PER_PIXEL_16_BIT = 16
-_PROCESS_BASE_BYTES = 120 << 20  # interpreter, numpy, OpenCV
+_EXTRA_BYTES_PER_PIXEL_16_BIT = 12
 # Frames up to this size are decoded one ahead while the previous one is merged; a 64 MP frame is 190 MB more,
 # which a 2-4 GB Pi needs more than the second or two it saves: bigger frames are decoded in turn.
 _PREFETCH_MAX_PIXELS = 24_000_000
@@ -100,7 +103,8 @@ _PREFETCH_MAX_PIXELS = 24_000_000
 def estimate_peak_bytes(width: int, height: int, bits: int, settings: StackingSettings) -> int:
     """Peak resident memory of :func:`stack` for frames of ``width`` x ``height`` px, with a 15 % margin."""
     per_pixel = _BYTES_PER_PIXEL[settings.blend] + (_EXTRA_BYTES_PER_PIXEL_16_BIT if bits > 8 else 0)
-    return _PROCESS_BASE_BYTES + int(width * height * per_pixel * 1.15)
+    decision = min(width * height, settings.focus_max_megapixels * 1.25e6)
+    return _PROCESS_BASE_BYTES + int((width * height * per_pixel + decision * _BYTES_PER_DECISION_PIXEL) * 1.15)
 
 
 def reference_index(count: int, reference: str) -> int:
