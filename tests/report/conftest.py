@@ -77,7 +77,11 @@ class Night:
         (folder / f"{stem}.jpg").write_bytes(self.fused.image)
         (folder / f"{stem}.depth.png").write_bytes(self.fused.depth)
         engine = copy.deepcopy(self.fused.record)
-        if shares is not None:
+        engine.pop("focus_range", None)  # the report works the advice out from the shares
+        if shares is None:  # a record from before the engine measured shares
+            for frame in engine["frames"]:
+                frame.pop("share", None), frame.pop("focus_change", None)
+        else:
             for frame, share, change in zip(engine["frames"], shares, changes, strict=True):
                 frame["share"], frame["focus_change"] = share, change
         engine["warnings"] = list(warnings)
