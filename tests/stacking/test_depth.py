@@ -16,9 +16,12 @@ RNG = np.random.default_rng(5)
 
 
 def folded(scores: list[np.ndarray], order: list[int]) -> DepthVotes:
+    """Votes with the frames folded in ``order``, each with its neighbours folded before it."""
     votes = DepthVotes(scores[0].shape)
+    seen: set[int] = set()
     for index in order:
-        votes.add(index, scores[index])
+        votes.add(index, scores[index], [(n, scores[n]) for n in (index - 1, index + 1) if n in seen])
+        seen.add(index)
     return votes
 
 
@@ -27,11 +30,11 @@ def peaked_scores(depth: np.ndarray, count: int, noise: float = 0.0) -> list[np.
     return [(-((depth - k) ** 2) + RNG.normal(0, noise, depth.shape)).astype(np.float32) for k in range(count)]
 
 
-def test_votes_give_the_same_depth_in_placement_order_and_in_index_order():
+def test_votes_give_the_same_depth_in_any_frame_order():
     depth = np.linspace(0, 6, 70, dtype=np.float32)[None].repeat(20, 0)
     scores = peaked_scores(depth, 7, noise=0.05)
     reference = decide(folded(scores, [3, 4, 5, 6, 2, 1, 0]), 7, None)
-    for order in ([0, 1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1, 0]):
+    for order in ([0, 1, 2, 3, 4, 5, 6], [3, 4, 2, 5, 1, 6, 0], [6, 0, 5, 1, 4, 2, 3]):
         other = decide(folded(scores, order), 7, None)
         np.testing.assert_allclose(other.depth, reference.depth, atol=1e-5)
 

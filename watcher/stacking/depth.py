@@ -20,6 +20,7 @@ the reference frame's edges, so flat areas take one depth and show no mottle of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import cv2
@@ -69,11 +70,10 @@ class DepthMap:
 
 
 class DepthVotes:
-    """Running per-pixel statistics of the frames' score maps.
+    """Running per-pixel statistics of the frames' score maps, in any frame order.
 
-    Frames may come in any order; the fractional depth between two frames is found when each frame's neighbours
-    that came before it are the first frame or the one just before it -- as in the placement order (the
-    reference, then outward on each side) and in plain index order.
+    To place the depth between frames, each frame is folded in with its neighbours that came before it (if any
+    did): whichever of two neighbours comes second completes the parabola of the other.
 
     Parameters
     ----------
@@ -88,29 +88,26 @@ class DepthVotes:
         self.above = np.full(shape, _NO_SCORE, np.float32)  # score of frame index + 1, where seen
         self.total = np.zeros(shape, np.float32)
         self.count = np.zeros(shape, np.float32)
-        # Scores kept to give a new best frame its neighbours: the first frame's (the reference, whose neighbours
-        # come on both sides) and the last one's (the previous frame of the same side).
-        self._kept: dict[int, np.ndarray] = {}
-        self._first: int | None = None
 
-    def add(self, index: int, score: np.ndarray) -> None:
-        """Fold in the score map of frame ``index`` (pixels it does not cover set to ``UNCOVERED`` or below)."""
+    def add(self, index: int, score: np.ndarray, neighbours: Sequence[tuple[int, np.ndarray]] = ()) -> None:
+        """Fold in the score map of frame ``index`` (pixels it does not cover set to ``UNCOVERED`` or below).
+
+        ``neighbours``: (index, score) of frames ``index`` - 1 and + 1 that were folded in before.
+        """
         covered = score > _NO_SCORE / 2
         np.add(self.total, score, out=self.total, where=covered)
         self.count += covered
-        for neighbour, slot in ((index - 1, self.above), (index + 1, self.below)):
-            # this frame is the neighbour of pixels whose best frame is `neighbour`
-            np.copyto(slot, score, where=(self.index == neighbour) & (self.best > _NO_SCORE))
-        better = score > self.best
+        seen = self.best > _NO_SCORE
+        for below_me, slot in ((index - 1, self.above), (index + 1, self.below)):
+            # this frame is the neighbour of pixels whose best frame is next to it
+            np.copyto(slot, score, where=(self.index == below_me) & seen)
+        # a tie goes to the lower index, so the order of folding never matters
+        better = (score > self.best) | ((score == self.best) & (index < self.index))
         np.copyto(self.best, score, where=better)
         self.index[better] = index
-        for neighbour, slot in ((index - 1, self.below), (index + 1, self.above)):
-            known = self._kept.get(neighbour)
-            np.copyto(slot, known if known is not None else _NO_SCORE, where=better)
-        if self._first is None:
-            self._first = index
-        self._kept = {i: s for i, s in self._kept.items() if i == self._first}
-        self._kept[index] = score
+        known = dict(neighbours)
+        for other, slot in ((index - 1, self.below), (index + 1, self.above)):
+            np.copyto(slot, known.get(other, _NO_SCORE), where=better)
 
 
 def decide(votes: DepthVotes, count: int, blur_step: float | None) -> DepthMap:

@@ -9,8 +9,11 @@ a few maps at the decision's resolution, whatever the number of frames.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -29,7 +32,7 @@ from watcher.stacking.align import (
 from watcher.stacking.calibration import CHECK_TOLERANCE_PX, Calibration
 from watcher.stacking.depth import DepthMap, DepthVotes, decide
 from watcher.stacking.focus import multiscale_score, relative_blur
-from watcher.stacking.frames import Frame, FrameError, FrameSource, prefetching, preview_reduction, read_preview
+from watcher.stacking.frames import Frame, FrameError, FrameSource, preview_reduction, read_preview
 from watcher.stacking.photometric import channel_gains, luma_gain, match_copy
 
 UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover
@@ -40,13 +43,15 @@ _BLUR_SIDE = 320  # px: neighbours' relative blur is fitted on copies this long 
 
 @dataclass
 class Timer:
-    """Seconds per named stage, summed over frames."""
+    """Seconds per named stage, summed over frames (and over the threads that measure them at once)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
         return now
 
 
@@ -117,48 +122,103 @@ def measure(
 ) -> Measured:
     """Place, match and score every frame (decoded small) and decide the depth map; see the module docstring.
 
+    The reference is measured first; then the two sides of the stack (later frames, earlier frames), each a chain
+    of neighbours, are measured in two threads at once (OpenCV and numpy release the GIL), and their scores are
+    folded into the votes in a fixed order -- the reference, then one frame of each side in turn -- so that the
+    result never depends on which thread was faster.
+
     ``calibration``: transforms of an earlier stack of the same scan, checked and reused where they hold.
     """
     count = len(sources)
-    order = [reference, *range(reference + 1, count), *range(reference - 1, -1, -1)]
     max_pixels = int(settings.max_megapixels * 1e6)
     preview_pixels = int(settings.focus_max_megapixels * 1e6)
 
-    def load(source: FrameSource) -> Frame:
+    def load(index: int) -> Frame:
         begin = time.perf_counter()
-        frame = read_preview(source, max_pixels=max_pixels, preview_pixels=preview_pixels)
+        frame = read_preview(sources[index], max_pixels=max_pixels, preview_pixels=preview_pixels)
         timer.add("decode_preview", begin)
         return frame
 
-    state: _Measuring | None = None
+    first = load(reference)
+    state = _Measuring(first, settings, count, reference)
+    if calibration is not None and calibration.fits(state.shape, count, reference):
+        state.calibration = calibration
     records: list[dict] = [{} for _ in range(count)]
-    exif = None
-    for position, frame in prefetching([sources[i] for i in order], load):
-        index = order[position]
-        begin = time.perf_counter()
-        if state is None:
-            state = _Measuring(frame, settings, count)
-            if calibration is not None and calibration.fits(state.shape, count, reference):
-                state.calibration = calibration
-            exif = frame.exif
-        else:
-            check_matches(frame.name, frame.full_shape, frame.pixels.dtype, state.shape, state.dtype,
-                          sources[reference].name)
-        timer.add("wait_for_decode", begin)
-        records[index] = {"name": frame.name, **state.add(index, reference, frame.pixels, timer)}
+    done = 0
+
+    def fold(measured: _FrameMeasure) -> None:
+        nonlocal done
+        state.votes.add(measured.index, measured.score, [measured.neighbour] if measured.neighbour else [])
+        records[measured.index] = measured.record
+        done += 1
         if progress:
-            progress("measure", position + 1, count)
-    assert state is not None
-    for record, change in zip(records, state.focus_changes):
-        record["focus_change"] = change
+            progress("measure", done, count)
+
+    fold(state.measure_frame(reference, first, timer))
+    del first
+    sides = {+1: list(range(reference + 1, count)), -1: list(range(reference - 1, -1, -1))}
+    results = {side: queue.Queue(maxsize=1) for side in sides}
+    stop = threading.Event()
+    # The first step of the earlier side is predicted from the later side's first step: it waits for that frame,
+    # so that what it predicts never depends on which thread ran first.
+    later_first_done = threading.Event()
+
+    def run_side(side: int) -> None:
+        try:
+            for position, index in enumerate(sides[side]):
+                if side == -1 and position == 0:
+                    later_first_done.wait()
+                if stop.is_set():
+                    return
+                frame = load(index)
+                check_matches(frame.name, frame.full_shape, frame.pixels.dtype, state.shape, state.dtype,
+                              sources[reference].name)
+                measured = state.measure_frame(index, frame, timer)
+                if side == 1:
+                    later_first_done.set()
+                results[side].put(measured)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            results[side].put(exc)
+        finally:
+            if side == 1:
+                later_first_done.set()
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="measure") as pool:
+        for side in sides:
+            pool.submit(run_side, side)
+        try:
+            for position in range(max(len(frames) for frames in sides.values())):
+                for side, frames in sides.items():
+                    if position < len(frames):
+                        measured = results[side].get()
+                        if isinstance(measured, BaseException):
+                            raise measured
+                        fold(measured)
+        finally:
+            stop.set()
+            for side in sides:  # unblock a side waiting to hand over its next frame
+                while not results[side].empty():
+                    results[side].get_nowait()
+    for index, record in enumerate(records):
+        record["focus_change"] = state.focus_changes.get(index)
     begin = time.perf_counter()
-    blur_step = float(np.median(state.blur_steps)) if state.blur_steps else None
-    depth = decide(state.votes, count, blur_step)
+    steps = [state.blur_steps[index] for index in sorted(state.blur_steps)]
+    depth = decide(state.votes, count, float(np.median(steps)) if steps else None)
     timer.add("decide", begin)
     return Measured(
         shape=state.shape, dtype=state.dtype, decision_shape=state.decision_shape, warps=state.warps,
-        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=exif,
+        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=state.exif,
     )
+
+
+@dataclass
+class _FrameMeasure:
+    """One frame's measurements, handed from its side's thread to the votes."""
+
+    index: int
+    record: dict
+    score: np.ndarray
+    neighbour: tuple[int, np.ndarray] | None  # the frame before it on its side, and its score
 
 
 def check_matches(name: str, shape: tuple[int, int], dtype: np.dtype, ref_shape: tuple[int, int],
@@ -175,8 +235,10 @@ def check_matches(name: str, shape: tuple[int, int], dtype: np.dtype, ref_shape:
 class _Measuring:
     """Per-stack state of the measuring pass."""
 
-    def __init__(self, first: Frame, settings: StackingSettings, count: int) -> None:
+    def __init__(self, first: Frame, settings: StackingSettings, count: int, reference: int) -> None:
         self.settings = settings
+        self.reference = reference
+        self.exif = first.exif
         self.shape: tuple[int, int] = first.full_shape
         self.dtype = first.pixels.dtype
         self.decision_shape = decision_shape(self.shape, settings.focus_max_megapixels)
@@ -190,13 +252,15 @@ class _Measuring:
         self._sides: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         self._scores: dict[int, np.ndarray] = {}
         self._greys: dict[int, np.ndarray] = {}
-        self.focus_changes: list[float | None] = [None] * count
-        self.blur_steps: list[float] = []  # per neighbouring pair, decision px
+        self.focus_changes: dict[int, float | None] = {}  # frame i against frame i - 1
+        self.blur_steps: dict[int, float] = {}  # per neighbouring pair (keyed by its farther frame), decision px
         self._first_steps: dict[int, np.ndarray] = {}
         self.calibration: Calibration | None = None
 
-    def add(self, index: int, reference: int, pixels: np.ndarray, timer: Timer) -> dict:
-        """Measure one frame (preview ``pixels``); returns its record."""
+    def measure_frame(self, index: int, frame: Frame, timer: Timer) -> _FrameMeasure:
+        """Place, match and score one frame (its preview); called for the reference first, then from one thread
+        per side, each side in order outward."""
+        reference, pixels = self.reference, frame.pixels
         begin = time.perf_counter()
         placed = self._place(index, reference, pixels)
         begin = timer.add("align", begin)
@@ -217,23 +281,24 @@ class _Measuring:
         if covered is not None:
             score[~covered] = UNCOVERED
         blur_copy = _blur_copy(grey)
+        neighbour = None
         if index == reference:
             self._scores = {+1: score, -1: score}
             self._greys = {+1: blur_copy, -1: blur_copy}
         else:
             side = 1 if index > reference else -1
+            neighbour = (index - side, self._scores[side])
             # the change belongs to the later frame of the pair (frame i against frame i - 1)
             self.focus_changes[max(index, index - side)] = _focus_change(score, self._scores[side])
             step = relative_blur(self._greys[side], blur_copy)
             if step is not None:
-                self.blur_steps.append(step * self.decision_shape[1] / blur_copy.shape[1])
+                self.blur_steps[index] = step * self.decision_shape[1] / blur_copy.shape[1]
             self._scores[side], self._greys[side] = score, blur_copy
-        self.votes.add(index, score)
         timer.add("focus", begin)
-        record = {**placed, "gains": [round(g, 4) for g in gains]}
+        record = {"name": frame.name, **placed, "gains": [round(g, 4) for g in gains]}
         if gains_note:
             record["notes"] = [*record.get("notes", []), gains_note]
-        return record
+        return _FrameMeasure(index, record, score, neighbour)
 
     def _decision_copy(self, pixels: np.ndarray) -> np.ndarray:
         height, width = self.decision_shape
