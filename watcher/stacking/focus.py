@@ -21,6 +21,10 @@ _ENERGY_FLOOR = 1e-10
 # Noise floor of each scale, as a percentile of that scale's energy over the frame: energy below it is noise, and
 # log(energy + floor) makes every frame score alike there instead of ranking frames by their noise.
 _NOISE_PERCENTILE = 10
+# Scores are put in the units of a second-derivative measure: defocus by sigma lowers the energy of an edge as
+# sigma ** -4 for the Laplacian measures but as sigma ** -2 for the gradient (tenengrad), so a gradient's log
+# energy counts twice -- the decision's thresholds then mean the same for every measure.
+_LOG_SCALE = {"laplacian_var": 1.0, "sml": 1.0, "tenengrad": 2.0}
 # Weight of scale k (k = 0 finest) in the mean: 2 ** (-k / 2). Finer scales place edges more precisely.
 _SCALE_DECAY = 0.5
 
@@ -101,7 +105,7 @@ def multiscale_score(grey: np.ndarray, measure: str, window: int, scales: int) -
         if min(level.shape) < 6 * window:
             break
         level = cv2.pyrDown(level)
-    total *= np.float32(1.0 / weights)
+    total *= np.float32(_LOG_SCALE[measure] / weights)
     return total
 
 
