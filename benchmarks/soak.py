@@ -36,6 +36,7 @@ from pathlib import Path
 import cv2
 
 from benchmarks.synthetic import make_focal_stack
+from watcher.service.lock import PID_NAME
 
 FRAMES = 3
 # What each corrupt frame must make the stack's record say.
@@ -108,7 +109,8 @@ class Night:
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "4000000"}
         with self._small_inotify_queue():
             self.notify.new_run()
-            self.daemon = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+            with open(self.root / "daemon.stderr", "ab") as stderr:
+                self.daemon = subprocess.Popen(command, stderr=stderr, start_new_session=True, env=env)
             _wait(lambda: self.notify.ready >= self.counts["starts"] + 1, 60)
         self.counts["starts"] += 1
         self.rss = []
@@ -275,7 +277,7 @@ class Night:
         subprocess.run(["mount", "--bind", target, target], check=True)
         subprocess.run(["mount", "-o", "remount,ro,bind", target], check=True)
         time.sleep(seconds)
-        subprocess.run(["umount", target], check=True)
+        subprocess.run(["umount", "--lazy", target], check=True)  # a restarted daemon may hold its lock in it
         self.counts["readonly_periods"] += 1
 
     def _full_for(self, seconds: float) -> None:
@@ -343,7 +345,7 @@ class Night:
                 rows["read before fully written"] += record["inputs"][-1]["size"] != full
         escaped = [p for p in self.root.rglob("*") if p.is_file() and not p.is_relative_to(self.hot)
                    and not p.is_relative_to(self.results) and not p.is_relative_to(self.outside)
-                   and p.name != "config.toml"]
+                   and p.name not in ("config.toml", "daemon.stderr")]
         rows["files written outside results"] = len(escaped)
         rows["partial files visible"] = sum(1 for p in self.results.rglob("*") if _partial(p))
         rows["unsafe names refused"] = sum(1 for e in events if e.get("event") == "file.unplaced"
@@ -488,6 +490,8 @@ def _events(results: Path) -> list[dict]:
 
 def _partial(path: Path) -> bool:
     """A file visible under its final name that is not complete."""
+    if path.name == PID_NAME:
+        return False
     if not path.is_file() or path.name.startswith("."):
         return path.is_file()  # any temp file left behind counts as partial
     if path.suffix == ".jpg":

@@ -5,11 +5,22 @@ They are part of the repository so that a fresh clone runs every test; a missing
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parent / "data"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+
+
+def unprivileged(command: list[str]) -> list[str]:
+    """``command`` run so that file permissions apply to it: as root, without the capabilities that bypass
+    them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), as the service user would run; otherwise unchanged."""
+    if os.geteuid() != 0:
+        return command
+    return ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search", *command]
 
 
 def vendored(folder: str, pattern: str, count: int) -> list[Path]:

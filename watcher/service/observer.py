@@ -7,7 +7,9 @@ start-up and every ``rescan_seconds`` covers what events miss: files already the
 
 What is trusted: only regular files and folders *inside* the hot folder. Symlinks (to files or folders) are
 never followed, so nothing outside the hot folder is read; hidden folders, OpenScan's ``metadata`` and
-``stacked`` folders, and the results folder (when it lies inside, as with the openscan layout) are skipped.
+``stacked`` folders, and the results folder (when it lies inside, as with the mirror layout) are skipped. Every
+read opens the file first and checks what was opened (:mod:`watcher.untrusted`): a FIFO or a link to
+``/dev/zero`` put where a frame or a scan.json was neither blocks the loop nor fills its memory.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import logging
 import os
 import queue
 import stat
-import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +27,17 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserverVFS
 
 from watcher.config import Settings
-from watcher.service.naming import is_candidate, is_scan_archive
+from watcher.service.archive import list_members
+from watcher.service.naming import ScanInfo, is_candidate, is_scan_archive, parse_scan_json
 from watcher.service.results import OPENSCAN_FOLDER
 from watcher.service.tracker import FileState
 from watcher.stacking.probe import jpeg_is_complete, png_is_complete
+from watcher.untrusted import UnsafeFile, read_regular, read_tail
 
 SCAN_JSON = "scan.json"
 _SKIPPED_FOLDERS = {OPENSCAN_FOLDER, "metadata"}
 _TAIL_BYTES = 4096
+_MAX_SCAN_JSON_BYTES = 1 << 20  # OpenScan3's scan.json is a few KiB
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,9 @@ class HotFolder:
     def look(self, path: Path, previous: FileState | None = None) -> FileState | None:
         """Size, mtime and end-marker check of a regular file; None if it is gone or is not a regular file.
 
-        The file's tail is read only when its size or mtime differ from ``previous``: a rescan of thousands of
-        unchanged frames then costs one ``lstat`` each, not a read from the SD card.
+        The file's tail is read only when its size or mtime differ from ``previous`` (or its end marker was
+        missing): a rescan of thousands of unchanged frames then costs one ``lstat`` each, not a read from the SD
+        card. A tail that cannot be read now (no permission yet) counts as no end marker.
         """
         try:
             info = os.lstat(path)
@@ -95,13 +99,38 @@ class HotFolder:
             return None
         if not stat.S_ISREG(info.st_mode):
             return None
-        unchanged = previous is not None and (previous.size, previous.mtime_ns) == (info.st_size, info.st_mtime_ns)
-        return FileState(
-            size=info.st_size,
-            mtime_ns=info.st_mtime_ns,
-            complete=previous.complete if unchanged else _has_end_marker(path, info.st_size),
-            age=max(0.0, time.time() - info.st_mtime),
-        )
+        if previous is not None and previous.complete and (previous.size, previous.mtime_ns) == (
+                info.st_size, info.st_mtime_ns):
+            return previous
+        try:
+            complete, info = _has_end_marker(path)
+        except UnsafeFile:
+            return None  # swapped for a link or a FIFO since the lstat
+        except FileNotFoundError:
+            return None
+        except OSError:
+            complete = False
+        return FileState(size=info.st_size, mtime_ns=info.st_mtime_ns, complete=complete)
+
+    def archive_frames(self, path: Path) -> dict[str, int] | None:
+        """The frames a scan zip holds (member name -> claimed size), or None while it is not a readable zip.
+
+        Raises :class:`~watcher.service.archive.ArchiveRefused` for a zip that claims too much, ``OSError`` when
+        it cannot be read now.
+        """
+        listing = list_members(path)
+        if listing is None:
+            return None
+        return {name: size for name, size in listing.members.items() if self.locate(path.parent / name)}
+
+    @staticmethod
+    def scan_info(path: Path) -> ScanInfo | None:
+        """What an OpenScan3 scan.json says; None if it is unreadable, not a regular file, or over 1 MiB."""
+        try:
+            data, _info = read_regular(path, max_bytes=_MAX_SCAN_JSON_BYTES)
+        except (OSError, UnsafeFile):
+            return None
+        return parse_scan_json(data.decode("utf-8", errors="replace"))
 
     def _walkable(self, folder: Path) -> bool:
         return self._walkable_name(folder.name) and not folder.is_symlink() and not self._excluded(folder)
@@ -120,28 +149,18 @@ def excluded_results(settings: Settings) -> Path | None:
     return None if settings.results.layout == "openscan" else settings.results_folder
 
 
-def archive_members(path: Path) -> list[zipfile.ZipInfo] | None:
-    """Members of a scan zip (flat ones only), or None while it is not a readable zip (still being written)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return [m for m in archive.infolist() if not m.is_dir() and "/" not in m.filename.strip("/")]
-    except (OSError, zipfile.BadZipFile):
-        return None
+def _has_end_marker(path: Path) -> tuple[bool, os.stat_result]:
+    """Whether the file ends with its format's end marker (JPEG FF D9, PNG IEND), and the fstat of what was read.
 
-
-def _has_end_marker(path: Path, size: int) -> bool:
+    TIFF and zips have none: the settle time alone decides.
+    """
     suffix = path.suffix.lower()
-    if suffix not in (".jpg", ".jpeg", ".png"):
-        return True  # TIFF has no end marker: the settle time alone decides
-    if size == 0:
-        return False
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, size - _TAIL_BYTES))
-            tail = handle.read(_TAIL_BYTES)
-    except OSError:
-        return False
-    return png_is_complete(tail) if suffix == ".png" else jpeg_is_complete(tail)
+    tail, info = read_tail(path, _TAIL_BYTES if suffix in (".jpg", ".jpeg", ".png") else 0)
+    if suffix == ".png":
+        return png_is_complete(tail), info
+    if suffix in (".jpg", ".jpeg"):
+        return info.st_size > 0 and jpeg_is_complete(tail), info
+    return True, info
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,25 @@
-"""`focus-watcher status`: what the results folder says, and what in the hot folder is still to do."""
+"""`focus-watcher status`: what the results folder says, and what in the hot folder is still to do.
+
+It reads only, so it works beside a running daemon. It counts as the daemon decides: the same naming, the same
+input signature (the tracker's), and "done" meaning a record for the current inputs whose outputs are still there.
+"""
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass, field
 
 from watcher.config import Settings
-from watcher.service.naming import group_files
-from watcher.service.observer import HotFolder, archive_members, excluded_results
-from watcher.service.results import ResultStore, signature_of
+from watcher.service.archive import ArchiveRefused
+from watcher.service.observer import HotFolder, excluded_results
+from watcher.service.results import ResultStore, UnreadableRecord
+from watcher.service.tracker import FileState, StackTracker
 
 
 @dataclass
 class Summary:
-    done: int = 0
+    done: int = 0  # ok records whose outputs are intact
     failed: int = 0
-    pending: int = 0  # stacks in the hot folder without a record for their current inputs
+    pending: int = 0  # stacks in the hot folder without a record for their current inputs (or whose result is gone)
     unplaced: int = 0
     last_errors: list[tuple[str, str, str]] = field(default_factory=list)  # (finished_at, stack, error)
 
@@ -25,34 +29,35 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
     store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
     summary = Summary()
     failures = []
-    records = {}
     for record in store.records():
-        records[record["stack"]] = record
-        if record["status"] == "ok":
+        if not store.intact(record):
+            continue  # its result was deleted: not done (pending, if its inputs are still there)
+        if record.status == "ok":
             summary.done += 1
-        elif record["status"] == "failed":
+        else:
             summary.failed += 1
-            failures.append((record.get("finished_at", ""), record["stack"], record.get("error") or ""))
+            failures.append((record.finished_at, record.stack, record.error or ""))
     summary.last_errors = sorted(failures, reverse=True)[:errors]
     if not settings.hot_folder.is_dir():
         return summary
     folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
-    names: dict[str, dict[str, tuple[int, int]]] = collections.defaultdict(dict)
+    tracker = StackTracker(settings.naming, settings.completeness)
     for found in folder.walk():
         if found.kind == "frame":
-            state = folder.look(found.path)
-            if state is not None:
-                names[found.scan][found.name] = (state.size, state.mtime_ns)
+            tracker.observe(found.scan, found.name, folder.look(found.path))
         elif found.kind == "archive":
             state = folder.look(found.path)
-            for member in archive_members(found.path) or []:
-                names[found.scan][member.filename] = (member.file_size, state.mtime_ns if state else 0)
-    for scan, files in names.items():
-        stacks, unplaced = group_files(scan, files, settings.naming)
-        summary.unplaced += len(unplaced)
-        for stack, frames in stacks.items():
-            record = records.get(str(stack))
-            current = tuple((name, *files[name]) for name in frames)
-            if record is None or signature_of(record) != current:
-                summary.pending += 1
+            try:
+                members = folder.archive_frames(found.path) or {}
+            except (ArchiveRefused, OSError):
+                members = {}
+            for name, size in members.items():
+                tracker.observe(found.scan, name, FileState(size, state.mtime_ns if state else 0, True))
+    summary.unplaced = sum(1 for _scan, item in tracker.take_unplaced() if not item.quiet)
+    for stack, signature in tracker.stacks():
+        try:
+            record = store.done(stack, signature)
+        except UnreadableRecord:
+            record = None
+        summary.pending += record is None
     return summary

@@ -12,10 +12,14 @@ rescaled whenever the maximum grows, which gives exactly the all-frames-at-once 
 
 from __future__ import annotations
 
+from typing import get_args
+
 import cv2
 import numpy as np
 
-BLENDS = ("weighted", "guided_weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick")
+from watcher.config import BlendMethod
+
+BLENDS = get_args(BlendMethod)  # the names live in the settings model
 UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover: weight exactly 0
 CHROMA_SHARPNESS = 4.0  # chroma weights are luma weights ** 4: a near-pick of the sharpest frame's colour
 _ROWS = 128  # rows per chunk: keeps temporaries small for 64 MP frames
