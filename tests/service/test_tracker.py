@@ -55,7 +55,7 @@ def test_expected_count_makes_a_settled_stack_ready(clock):
         tracker.observe("", f"img{i}.jpg", state(mtime=i))
     assert ids(tracker) == {}  # not settled yet
     clock.now += SETTLE - 1
-    assert tracker.to_recheck() == []  # quiet period not over
+    assert list(tracker.to_recheck()) == []  # quiet period not over
     settle(tracker, clock, 1)
     assert ids(tracker) == {"img0": "count"}
 
@@ -326,6 +326,21 @@ def test_everything_about_a_scan_is_forgotten_when_its_files_go(clock):
             tracker.observe(scan, name, None)
         tracker.set_scan_info(scan, None)
         assert tracker.done() == [] and tracker.scans() == [] and tracker.unsettled() == 0
+    tracker.take_unplaced()
     sizes = [len(getattr(tracker, attr)) for attr in ("_scans", "_where", "_open", "_done", "_backoff", "_reported",
-                                                       "_unsettled", "_stale", "_claimed")]
-    assert sizes == [0] * 9
+                                                       "_unsettled", "_stale", "_claimed", "_regrouped")]
+    assert sizes == [0] * 10
+
+
+def test_files_of_one_walk_arrive_together_however_many_passes_it_takes(clock):
+    """A walk spread over passes finds pos1 in one pass and pos2 in the next: pos2 was not 'the next stack'."""
+    tracker = make(clock)
+    walk_began = clock.now
+    for k in range(2):
+        tracker.observe("s", f"pos1_f{k}.jpg", state(), found_together=walk_began)
+    settle(tracker, clock)
+    tracker.observe("s", "pos2_f0.jpg", state(), found_together=walk_began)  # later in the same walk
+    settle(tracker, clock)
+    assert ids(tracker) == {}
+    tracker.observe("s", "pos3_f0.jpg", state())  # a real arrival
+    assert set(ids(tracker)) == {"s/pos1", "s/pos2"}

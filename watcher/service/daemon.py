@@ -1,11 +1,10 @@
 """The daemon: observer -> tracker -> queue -> executor -> results, in one single-threaded loop.
 
 Only this loop touches the tracker, the queue, the executor and the results folder; watchdog's thread just
-queues raw events. The daemon orchestrates and decides nothing itself: the observer looks at files
-(:mod:`~watcher.service.observer`, :mod:`~watcher.service.archive`), the tracker decides what is ready, the job
-builder sizes the work (:mod:`~watcher.service.jobs`), the executor runs it, the store says what is done and
-writes records (:mod:`~watcher.service.results`), and the lock says who owns the results folder
-(:mod:`~watcher.service.lock`).
+queues raw events. The daemon orchestrates and decides nothing itself: the intake notices files and tells the
+tracker (:mod:`~watcher.service.intake`), the tracker decides what is ready, the job builder sizes the work
+(:mod:`~watcher.service.jobs`), the executor runs it, the store says what is done and writes records
+(:mod:`~watcher.service.results`), and the lock says who owns the results folder (:mod:`~watcher.service.lock`).
 
 Each pass is short (never blocks for more than a fraction of a second, however much the hot folder keeps), so it
 also feeds the systemd watchdog: if the loop hangs, the pings stop and systemd restarts the service.
@@ -14,21 +13,19 @@ also feeds the systemd watchdog: if the loop hangs, the pings stop and systemd r
 from __future__ import annotations
 
 import collections
-import queue
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
 from watcher.config import Settings
-from watcher.service.archive import ArchiveRefused
+from watcher.service.intake import Intake
 from watcher.service.jobs import frame_sources, make_job
 from watcher.service.lock import ResultsLock
-from watcher.service.naming import ScanInfo, StackId
+from watcher.service.naming import StackId
 from watcher.service.notify import SystemdNotifier
-from watcher.service.observer import Event, Found, HotFolder, excluded_results, start_watching
+from watcher.service.observer import start_watching
 from watcher.service.pool import Executor, Finished, Job, WorkerPool
 from watcher.service.results import (
     InputsChanged,
@@ -40,13 +37,15 @@ from watcher.service.results import (
     build_record,
     record_from,
 )
-from watcher.service.tracker import FileState, ReadyStack, StackTracker
+from watcher.service.tracker import ReadyStack, StackTracker
 from watcher.service.worker import DIED, OK, UNAVAILABLE, UNWRITABLE
 
 log = structlog.get_logger("focus-watcher")
 
 _TICK = 0.2  # s: longest wait of one loop pass
-_DECIDE_BUDGET = 0.2  # s: deciding ready stacks stops for this pass after this long (a start-up with 30 000)
+# s of one pass spent at most on each of: walking the hot folder, looking at settling files, deciding ready
+# stacks. A rescan of 100 000 kept frames, or a start-up with 30 000 stacks to check, spreads over passes.
+_WALK_BUDGET = _RECHECK_BUDGET = _DECIDE_BUDGET = 0.05
 _UPLOAD_GAP = ("no image in stacked/: OpenScan3's cloud upload takes only stacked/ once a scan has results there, "
                "so this position will be missing from it (results.on_failure = \"sharpest_frame\" puts the "
                "sharpest frame there instead)")
@@ -80,19 +79,15 @@ class Daemon:
         except BaseException:
             self.lock.release()
             raise
-        self.folder = HotFolder(self.hot, settings.naming.extensions, exclude=excluded_results(settings))
         self.store = ResultStore(self.results, settings.results, settings.stacking.output_format)
         self.tracker = StackTracker(settings.naming, settings.completeness)
+        self.intake = Intake(self.hot, settings, self.tracker)
         self.queue: collections.deque[Job] = collections.deque()
-        self.events: queue.Queue[Event] = queue.Queue()
-        self.archives: dict[str, Path] = {}  # zip scan -> zip path
-        self.archive_states: dict[str, FileState] = {}
-        self.refused: set[str] = set()  # zip scans refused (logged once)
-        self.outputs: dict[StackId, Record] = {}  # done stacks with outputs: checked at each rescan
+        self.outputs: dict[StackId, Record] = {}  # done stacks with outputs: checked at the end of each walk
         self.counts = collections.Counter()
         self.stopping = False
         self._status = ""
-        self._next_rescan = 0.0
+        self.observer = None  # watchdog's observer, once started
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -100,39 +95,42 @@ class Daemon:
         """Run until stopped (or, ``once``, until idle). Returns the exit status: 1 if ``once`` left work failed
         or unfinished, else 0."""
         try:
-            return self._run()
+            self.start()
+            while not self.stopping:
+                self.step()
+                if self.once and self._idle():
+                    break
+            return self.shutdown()
         finally:
             self.lock.release()
 
-    def _run(self) -> int:
+    def start(self) -> None:
+        """Clean up after a crash, start watching, begin the first walk of the hot folder (it goes on in slices of
+        the passes that follow, however many files the hot folder keeps) and tell systemd we are ready."""
         removed = self.store.remove_stale_temp_files()
         log.info("daemon.start", hot=str(self.hot), results=str(self.results), workers=self.pool.workers,
                  memory_budget_mb=self.settings.workers.memory_budget_mb, once=self.once,
                  stale_temp_files_removed=removed)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
-        observer = None
         if not self.once:
-            observer = start_watching(self.hot, self.settings.observer.mode,
-                                      self.settings.observer.poll_interval_seconds, self.events)
-        self.rescan()
+            self.observer = start_watching(self.hot, self.settings.observer.mode,
+                                           self.settings.observer.poll_interval_seconds, self.intake.events)
+        self.intake.start_walk()
         self.notifier.ready(f"watching {self.hot}")
-        log.info("daemon.ready", observer=self.settings.observer.mode if observer else "none")
-        while not self.stopping:
-            self.step()
-            if self.once and self._idle():
-                break
-        return self._shutdown(observer)
+        log.info("daemon.ready", observer=self.settings.observer.mode if self.observer else "none")
 
     def step(self, wait: float = _TICK) -> None:
         """One pass of the loop: take events and finished stacks, decide, start work. Waits at most ``wait`` s."""
-        self._drain_events(wait if not self.pool.running else 0.0)
-        for finished in self.pool.collect(timeout=0.0 if self.events.qsize() else wait / 2):
+        self.intake.drain_events(wait if not self.pool.running else 0.0)
+        for finished in self.pool.collect(timeout=0.0 if self.intake.events.qsize() else wait / 2):
             self._finish(finished)
-        if time.monotonic() >= self._next_rescan:
-            self.rescan()
-        self._recheck()
-        self._report_unplaced()
+        if not self.intake.walking and time.monotonic() >= self.intake.next_walk:
+            self.intake.start_walk()
+        if self.intake.continue_walk(_WALK_BUDGET):
+            self._check_outputs()
+        self.intake.recheck(_RECHECK_BUDGET)
+        self.intake.report_unplaced()
         self._enqueue_ready()
         self._start_jobs()
         self._notify()
@@ -143,8 +141,10 @@ class Daemon:
             log.info("daemon.stopping", signal=signal.Signals(signum).name, running=self.pool.running,
                      queued=len(self.queue))
 
-    def _shutdown(self, observer) -> int:
+    def shutdown(self) -> int:
+        """Stop watching, let running stacks finish (up to workers.stop_grace_seconds), log, return the status."""
         self.notifier.stopping(f"finishing {self.pool.running} running stacks")
+        observer = self.observer
         if observer is not None:
             observer.stop()
         for job in self.queue:
@@ -163,141 +163,7 @@ class Daemon:
     def _idle(self) -> bool:
         """For ``once``: nothing running or queued, nothing ready, and no file still settling."""
         return (not self.queue and not self.pool.running and not self.tracker.unsettled()
-                and next(self.tracker.ready(), None) is None)
-
-    # --- noticing files ------------------------------------------------------------------------------------
-
-    def rescan(self) -> None:
-        """Walk the whole hot folder: files the events missed, files and scan.json files that vanished, and
-        results that went missing."""
-        started = time.monotonic()
-        frames: dict[str, set[str]] = collections.defaultdict(set)
-        found_kinds: dict[str, set[str]] = collections.defaultdict(set)
-        for found in self.folder.walk():
-            self._take(found, writing=None)
-            found_kinds[found.kind].add(found.scan)
-            if found.kind == "frame":
-                frames[found.scan].add(found.name)
-        for scan in self.tracker.scans():
-            if scan in self.archives:
-                if scan not in found_kinds["archive"]:
-                    self._forget_archive(scan)
-                continue
-            for name in self.tracker.known(scan) - frames.get(scan, set()):
-                self.tracker.observe(scan, name, None)
-            if scan not in found_kinds["scan_json"] and self.tracker.has_scan_info(scan):
-                self.tracker.set_scan_info(scan, None)
-        self._check_outputs()
-        self._next_rescan = time.monotonic() + self.settings.observer.rescan_seconds
-        log.debug("scan.rescanned", seconds=round(time.monotonic() - started, 3), scans=len(self.tracker.scans()))
-
-    def _drain_events(self, timeout: float) -> None:
-        inotify = self.settings.observer.mode == "inotify"
-        try:
-            event = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
-        except queue.Empty:
-            return
-        walk_all = None
-        while True:
-            if event.kind == "overflow":
-                walk_all = "the kernel dropped file events (inotify queue overflow)"
-            elif event.is_directory and event.kind == "deleted":
-                walk_all = walk_all or "a folder was removed"
-            elif event.is_directory:
-                if event.kind == "created" and event.path.is_dir() and not event.path.is_symlink():
-                    for found in self.folder.walk(below=event.path):
-                        self._take(found, writing=None)
-            else:
-                found = self.folder.locate(event.path)
-                if found is not None:
-                    # Open/close tracking only where events are precise (inotify); polling reports plain changes.
-                    writing = {"modified": True, "closed": False}.get(event.kind) if inotify else None
-                    self._take(found, writing=writing)
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                break
-        if walk_all:
-            if walk_all.startswith("the kernel"):
-                log.warning("observer.overflow", reason=walk_all)
-            log.info("observer.rescan", reason=walk_all)
-            self.rescan()
-
-    def _take(self, found: Found, writing: bool | None) -> None:
-        if found.kind == "frame":
-            previous = self.tracker.state(found.scan, found.name)
-            self.tracker.observe(found.scan, found.name, self.folder.look(found.path, previous), writing=writing)
-        elif found.kind == "scan_json":
-            self.tracker.set_scan_info(found.scan, self.folder.scan_info(found.path))
-        else:
-            self._take_archive(found.scan, found.path)
-
-    def _take_archive(self, scan: str, path: Path) -> None:
-        """An OpenScan2 scan zip is a whole scan: its members are its frames. Its directory is read only when the
-        zip changed; an unchanged zip just confirms the members already known."""
-        previous = self.archive_states.get(scan)
-        state = self.folder.look(path, previous)
-        if state is None:
-            self._forget_archive(scan)
-            return
-        self.archives[scan] = path
-        known = self.tracker.known(scan)
-        if state is previous and known:
-            for name in known:
-                self.tracker.observe(scan, name, self.tracker.state(scan, name))
-            return
-        self.archive_states[scan] = state
-        try:
-            members = self.folder.archive_frames(path) or {}
-        except ArchiveRefused as exc:
-            if scan not in self.refused:
-                self.refused.add(scan)
-                log.error("archive.refused", scan=scan, error=str(exc))
-            members = {}
-        except OSError:
-            members = {}  # unreadable now: looked at again when it changes, or at the next rescan
-        for name in known - members.keys():
-            self.tracker.observe(scan, name, None)
-        for name, size in members.items():
-            self.tracker.observe(scan, name, FileState(size, state.mtime_ns, True))
-        if members:
-            self.tracker.set_scan_info(scan, ScanInfo(focus_stacks=None, status="completed"))
-
-    def _forget_archive(self, scan: str) -> None:
-        self.archives.pop(scan, None)
-        self.archive_states.pop(scan, None)
-        self.refused.discard(scan)
-        for name in self.tracker.known(scan):
-            self.tracker.observe(scan, name, None)
-        self.tracker.set_scan_info(scan, None)
-
-    def _folder_of(self, scan: str) -> Path:
-        return self.hot.joinpath(*scan.split("/"))  # "" -> the hot folder itself
-
-    def _recheck(self) -> None:
-        zips = set()
-        for scan, name in self.tracker.to_recheck():
-            if scan in self.archives:
-                zips.add(scan)  # once per zip and pass, however many members are due
-            else:
-                self._take(Found("frame", scan, name, self._folder_of(scan) / name), writing=None)
-        for scan in zips:
-            self._take_archive(scan, self.archives[scan])
-
-    def _relook(self, ready: ReadyStack) -> None:
-        """Look again at a stack's files now (an input was reported changed or unreadable)."""
-        if ready.folder in self.archives:
-            self._take_archive(ready.folder, self.archives[ready.folder])
-            return
-        for name in ready.frames:
-            self._take(Found("frame", ready.folder, name, self._folder_of(ready.folder) / name), writing=None)
-
-    def _report_unplaced(self) -> None:
-        for scan, item in self.tracker.take_unplaced():
-            if item.quiet:
-                log.debug("file.ignored", scan=scan, file=item.name, reason=item.reason)
-            else:
-                log.warning("file.unplaced", scan=scan, file=item.name, reason=item.reason)
+                and not self.intake.walking and next(self.tracker.ready(), None) is None)
 
     def _check_outputs(self) -> None:
         """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again."""
@@ -356,8 +222,8 @@ class Daemon:
             delay = self.tracker.release(ready.stack, retry=True)
             log.error("results.unwritable", stack=str(ready.stack), error=str(exc), retry_in=delay)
             return None
-        archive = self.archives.get(ready.folder)
-        sources = frame_sources(ready, self._folder_of(ready.folder), archive)
+        archive = self.intake.archives.get(ready.folder)
+        sources = frame_sources(ready, self.intake.folder_of(ready.folder), archive)
         return make_job(ready, sources, paths, self.settings, self.pool.workers,
                         {"ctx": _Context(ready, time.time())})
 
@@ -383,7 +249,7 @@ class Daemon:
             delay = self.tracker.release(ready.stack, retry=True)
             log.error("results.unwritable", stack=job.spec.stack, error=outcome.message, retry_in=delay)
         elif outcome.kind == UNAVAILABLE:
-            self._relook(ready)
+            self.intake.relook(ready)
             delay = self.tracker.release(ready.stack, retry=True)
             log.warning("inputs.unavailable", stack=job.spec.stack, error=outcome.message, retry_in=delay)
         else:
@@ -413,7 +279,7 @@ class Daemon:
     def _record_failure(self, job: Job, message: str, started: float, now: float,
                         fallback: dict | None = None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
-        if not all(self.folder.look(s.path) is not None for s in job.spec.sources):
+        if not all(self.intake.folder.look(s.path) is not None for s in job.spec.sources):
             delay = self.tracker.release(ready.stack, retry=True)  # inputs deleted meanwhile: nothing to record
             log.warning("stack.vanished", stack=job.spec.stack, error=message, retry_in=delay)
             return
@@ -458,13 +324,13 @@ class Daemon:
 
     def _dispose(self, ready: ReadyStack, record: Record) -> bool:
         """Archive or delete the inputs (``results.after_success``); False if that must be tried again."""
-        if self.settings.results.after_success == "keep" or ready.folder in self.archives:
+        if self.settings.results.after_success == "keep" or ready.folder in self.intake.archives:
             return True  # a scan zip is the original archive of a whole scan: always kept
         try:
-            action = self.store.dispose_inputs(self._folder_of(ready.folder), ready.folder, record.signature)
+            action = self.store.dispose_inputs(self.intake.folder_of(ready.folder), ready.folder, record.signature)
         except InputsChanged as exc:
             log.warning("inputs.changed", stack=str(ready.stack), error=str(exc))
-            self._relook(ready)  # the new frame makes the stack pending again
+            self.intake.relook(ready)  # the new frame makes the stack pending again
             return True
         except OSError as exc:
             log.error("inputs.not_disposed", stack=str(ready.stack), error=str(exc))

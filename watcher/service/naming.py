@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from watcher.config import NamingSettings
@@ -135,15 +135,16 @@ class ScanInfo:
         return self.status in _ENDED_STATUSES
 
 
-def is_candidate(name: str, extensions: tuple[str, ...]) -> bool:
+def is_candidate(name: str, extensions: Collection[str]) -> bool:
     """Whether a file name may be a frame of a stack.
 
     Parameters
     ----------
     name : str
         File name (basename).
-    extensions : tuple of str
-        Accepted extensions with their dot, e.g. ``(".jpg", ".png")``; compared case-insensitively.
+    extensions : collection of str
+        Accepted extensions, lower-case with their dot, e.g. ``(".jpg", ".png")`` (as ``naming.extensions``
+        is); a name's extension matches in any case.
 
     Returns
     -------
@@ -161,8 +162,7 @@ def is_candidate(name: str, extensions: tuple[str, ...]) -> bool:
     lowered = name.lower()
     if _is_temp_or_system(name) or lowered.endswith(".json") or lowered.startswith("stacked_"):
         return False
-    extension = os.path.splitext(lowered)[1]
-    return extension in {ext.lower() for ext in extensions}
+    return os.path.splitext(lowered)[1] in extensions
 
 
 def is_scan_archive(name: str) -> bool:

@@ -65,6 +65,7 @@ from watcher.service.naming import (
 Signature = tuple[tuple[str, int, int], ...]  # per frame in frame order: (name, size, mtime_ns)
 
 MAX_BACKOFF_SECONDS = 300.0
+_REFRESH_BUDGET = 0.05  # s of regrouping per ready() call: a start-up with 100 000 files spreads over passes
 
 
 def signature(frames: Iterator[tuple[str, FileState]] | list[tuple[str, FileState]]) -> Signature:
@@ -130,7 +131,8 @@ class StackTracker:
         self.timeout = completeness.stack_timeout_seconds
         self.clock = clock
         self._scans: dict[str, _Scan] = {}
-        self._unsettled: set[tuple[str, str]] = set()  # (scan, name) of files not yet confirmed settled
+        # (scan, name) of files not yet confirmed settled, in the order they last changed: the due ones come first
+        self._unsettled: dict[tuple[str, str], None] = {}
         self._stale: set[str] = set()  # scans whose stacks must be recomputed (names or states changed)
         self._where: dict[StackId, str] = {}  # every current stack -> the scan namespace its files are in
         self._open: set[StackId] = set()  # stacks not done with their current inputs and not claimed
@@ -138,13 +140,17 @@ class StackTracker:
         self._done: dict[StackId, Signature] = {}
         self._backoff: dict[StackId, tuple[float, float]] = {}  # stack -> (not before, last delay)
         self._reported: set[tuple[str, str]] = set()
+        self._regrouped: set[str] = set()  # scans regrouped since take_unplaced() last looked
 
     # --- what was seen -------------------------------------------------------------------------------------
 
-    def observe(self, scan: str, name: str, state: FileState | None, *, writing: bool | None = None) -> None:
+    def observe(self, scan: str, name: str, state: FileState | None, *, writing: bool | None = None,
+                found_together: float | None = None) -> None:
         """Record a look at file ``name`` of ``scan``: its state, or None if it is gone.
 
         ``writing``: True after a modification event, False after a close-after-write event, None if unknown.
+        ``found_together``: the clock time a walk that found the file began; the files one walk finds count as
+        arriving together (a walk says nothing about their order), however many passes it takes.
         """
         now = self.clock()
         folder = self._scans.get(scan)
@@ -153,25 +159,27 @@ class StackTracker:
             if frame is not None:
                 del folder.files[name]
                 self._names_changed(scan, folder, now)
-                self._unsettled.discard((scan, name))
+                self._unsettled.pop((scan, name), None)
                 self._reported.discard((scan, name))
             return
         if folder is None:
             folder = self._scans[scan] = _Scan()
         if frame is None:
-            frame = folder.files[name] = _Frame(state, arrived=now, changed_at=now)
-            folder.last_arrival = now
+            arrived = now if found_together is None else min(now, found_together)
+            frame = folder.files[name] = _Frame(state, arrived=arrived, changed_at=now)
+            folder.last_arrival = max(folder.last_arrival, arrived)
             self._names_changed(scan, folder, now)
-            self._unsettled.add((scan, name))
+            self._unsettled[(scan, name)] = None
         elif (state.size, state.mtime_ns, state.complete) != (frame.state.size, frame.state.mtime_ns,
                                                                frame.state.complete):
             frame.state, frame.changed_at, frame.confirmed_at = state, now, None
-            self._unsettled.add((scan, name))
+            self._unsettled.pop((scan, name), None)
+            self._unsettled[(scan, name)] = None  # to the end: the latest change
             self._stale.add(scan)
         else:
             frame.confirmed_at = now
             if now - frame.changed_at >= self.settle:
-                self._unsettled.discard((scan, name))
+                self._unsettled.pop((scan, name), None)
         if writing is not None:
             frame.writing = writing
 
@@ -208,24 +216,34 @@ class StackTracker:
         """Files still changing or not yet confirmed by a look after their quiet period."""
         return len(self._unsettled)
 
-    def to_recheck(self) -> list[tuple[str, str]]:
-        """Files whose quiet period has passed but that no later look has confirmed yet: look at them again."""
+    def to_recheck(self) -> Iterator[tuple[str, str]]:
+        """Files whose quiet period has passed but that no later look has confirmed yet: look at them again.
+
+        Oldest change first; a generator the caller may leave early (the rest stays due).
+        """
         now = self.clock()
-        return [(scan, name) for scan, name in self._unsettled
-                if now - self._scans[scan].files[name].changed_at >= self.settle]
+        for scan, name in list(self._unsettled):
+            frame = self._scans[scan].files.get(name) if scan in self._scans else None
+            if frame is None:
+                continue
+            if now - frame.changed_at < self.settle:
+                return  # the rest changed later still
+            yield scan, name
 
     def ready(self) -> Iterator[ReadyStack]:
         """Stacks that are complete now and neither in flight, nor done with these inputs, nor backing off.
 
         A generator, in stack id order: the caller may stop early (a full queue) and ask again next pass.
         """
-        self._refresh()
+        self._refresh(budget=_REFRESH_BUDGET)
         now = self.clock()
         for stack in sorted(self._open):
             if stack not in self._open or now < self._backoff.get(stack, (float("-inf"), 0.0))[0]:
                 continue
             scan = self._where[stack]
-            folder = self._scans[scan]
+            folder = self._scans.get(scan)
+            if folder is None or folder.stacks is None or stack not in folder.stacks:
+                continue  # its folder is still to be regrouped (a later pass)
             names = folder.stacks[stack]
             frames = [folder.files[n] for n in names]
             if not all(self._usable(frame, now) for frame in frames):
@@ -242,13 +260,14 @@ class StackTracker:
 
     def take_unplaced(self) -> list[tuple[str, Unplaced]]:
         """Files no stack could take, each reported once (until it disappears and comes back)."""
-        self._refresh()
+        self._refresh(budget=_REFRESH_BUDGET)
         new = []
-        for scan, folder in self._scans.items():
-            for item in folder.unplaced:
+        for scan in self._regrouped:
+            for item in self._scans[scan].unplaced if scan in self._scans else ():
                 if (scan, item.name) not in self._reported:
                     self._reported.add((scan, item.name))
                     new.append((scan, item))
+        self._regrouped.clear()
         return new
 
     def pending(self) -> int:
@@ -284,17 +303,20 @@ class StackTracker:
         """The stack left the pipeline: ``done`` with these inputs, or to be tried again (after a backoff if
         ``retry``). Returns the backoff in seconds, if one was set."""
         self._claimed.discard(stack)
-        self._refresh()
+        self._refresh(budget=_REFRESH_BUDGET)
         if stack not in self._where:
             return None  # its files are gone meanwhile
         delay = None
         if done is not None:
             self._done[stack] = done
             self._backoff.pop(stack, None)
-        elif retry:
-            previous = self._backoff.get(stack, (0.0, 0.0))[1]
-            delay = min(MAX_BACKOFF_SECONDS, max(1.0, self.settle, 2 * previous))
-            self._backoff[stack] = (self.clock() + delay, delay)
+            self._open.discard(stack)  # at once: a refresh may be some passes away (it reopens it if inputs changed)
+        else:
+            self._open.add(stack)
+            if retry:
+                previous = self._backoff.get(stack, (0.0, 0.0))[1]
+                delay = min(MAX_BACKOFF_SECONDS, max(1.0, self.settle, 2 * previous))
+                self._backoff[stack] = (self.clock() + delay, delay)
         self._stale.add(self._where[stack])
         return delay
 
@@ -313,10 +335,13 @@ class StackTracker:
         folder.names_changed_at = now
         self._stale.add(scan)
 
-    def _refresh(self) -> None:
+    def _refresh(self, budget: float | None = None) -> None:
         """Regroup the folders whose names changed, recompute which of their stacks are open, and forget the
-        stacks (and folders) that are gone."""
+        stacks (and folders) that are gone. With a ``budget`` (s), stop after that long: the rest stays stale."""
+        deadline = None if budget is None else time.perf_counter() + budget
         while self._stale:
+            if deadline is not None and time.perf_counter() > deadline:
+                return
             scan = self._stale.pop()
             folder = self._scans.get(scan)
             if folder is None:
@@ -348,6 +373,7 @@ class StackTracker:
     def _grouped(self, scan: str, folder: _Scan) -> dict[StackId, list[str]]:
         if folder.stacks is None:
             folder.stacks, folder.unplaced = group_files(scan, folder.files, self.naming)
+            self._regrouped.add(scan)
             if self.naming.mode == "fixed":
                 folder.stable_through = unbroken_prefix(folder.files)
         return folder.stacks
