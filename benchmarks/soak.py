@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -54,6 +55,7 @@ FRAMES = 3
 # Names that try to climb out of the results folder through the regex's stack group.
 TRAVERSAL_NAMES = ("a\\..\\..\\evil_fs00.jpg", "..\\escape_fs00.jpg")
 SETTLE, STACK_TIMEOUT = 1.0, 8.0
+_KERNEL_DEFAULT_QUEUED_EVENTS = "16384"
 # As root, the daemon runs without the capabilities that bypass file permissions, as the service user does.
 UNPRIVILEGED = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
                 "--bounding-set=-dac_override,-dac_read_search"]
@@ -167,18 +169,25 @@ class Night:
 
     @contextlib.contextmanager
     def _small_inotify_queue(self):
-        """As root: a 64-event inotify queue for the daemon's instance, so event overflows really happen."""
+        """As root: a 64-event inotify queue for the daemon's instance, so event overflows really happen.
+
+        The knob is system-wide: nights running at once (other checkouts on one machine) take turns under a lock,
+        so none restores another's 64 as "the old value"; a 64 found there is such a leftover, and the kernel's
+        default is restored instead.
+        """
         knob = Path("/proc/sys/fs/inotify/max_queued_events")
         if not self.as_root:
             yield
             return
-        old = knob.read_text()
-        knob.write_text("64")
-        try:
-            yield
-            time.sleep(1.5)  # the daemon creates its inotify instance while the limit is low
-        finally:
-            knob.write_text(old)
+        with open("/tmp/focus-watcher-soak-inotify.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old = knob.read_text().strip()
+            knob.write_text("64")
+            try:
+                yield
+                time.sleep(1.5)  # the daemon creates its inotify instance while the limit is low
+            finally:
+                knob.write_text(old if old != "64" else _KERNEL_DEFAULT_QUEUED_EVENTS)
 
     # --- the rig -------------------------------------------------------------------------------------------
 
@@ -349,7 +358,7 @@ class Night:
     def _big_stack(self, scan: Path, name: str, fault: str, then) -> Planned:
         """A stack of large frames (~1 s of stacking); ``then(scan, name, tail)`` runs once it has started."""
         planned = self.planned(scan, name, fault)
-        tail = LogTail(self.results / "focus-watcher.log")
+        tail = LogTail(self.root / "daemon.stderr")
         for k in range(FRAMES):
             (scan / f"{name}_fs{k:02d}.jpg").write_bytes(self.big_bytes[k])
             planned.frames.append(f"{name}_fs{k:02d}.jpg")
@@ -471,7 +480,7 @@ class Night:
 
 
 class LogTail:
-    """The daemon's log, read from where this tail started (not the whole file each time)."""
+    """The daemon's stderr (JSON lines), read from where this tail started (not the whole file each time)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -57,12 +57,15 @@ def records(results: Path):
                 yield record
 
 
-def events(results: Path) -> list[dict]:
+def events(stderr: Path) -> list[dict]:
+    """The daemon's events from its stderr (what journald keeps): unlike its log file in the results folder,
+    that has the lines written while the results folder was full or read-only."""
     found = []
-    for path in sorted(results.glob("focus-watcher.log*")):
-        for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                found.append(json.loads(line))
+    for line in stderr.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                found.append(event)
     return found
 
 
@@ -84,7 +87,7 @@ def partial(path: Path) -> bool:
 
 def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[dict]]]:
     """Rows of the report, the failures (stack, error, explained) and the duplicated stacks' events."""
-    log = events(night.results)
+    log = events(night.root / "daemon.stderr")
     runs = Counter(e["stack"] for e in log if e.get("event") in ("stack.done", "stack.failed"))
     rows = Counter({key: 0 for key in MUST_BE_ZERO})
     failures: list[tuple[str, str, bool]] = []
