@@ -321,11 +321,12 @@ def test_everything_about_a_scan_is_forgotten_when_its_files_go(clock):
         for stack in ready_list(tracker):
             tracker.claim(stack.stack)
             tracker.release(stack.stack, done=stack.signature)
-        assert len(tracker.done()) == 20 and tracker.pending() == 0
+        assert tracker.pending() == 0 and all(tracker.is_done(stack) for stack, _sig in tracker.stacks())
+        assert len(tracker._done) == 20
         for name in tracker.known(scan):  # the user clears the scan away
             tracker.observe(scan, name, None)
         tracker.set_scan_info(scan, None)
-        assert tracker.done() == [] and tracker.scans() == [] and tracker.unsettled() == 0
+        assert list(tracker.stacks()) == [] and tracker.scans() == [] and tracker.unsettled() == 0
     tracker.take_unplaced()
     sizes = [len(getattr(tracker, attr)) for attr in ("_scans", "_where", "_open", "_done", "_backoff", "_reported",
                                                        "_unsettled", "_stale", "_claimed", "_regrouped")]

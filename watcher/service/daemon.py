@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -83,7 +84,8 @@ class Daemon:
         self.tracker = StackTracker(settings.naming, settings.completeness)
         self.intake = Intake(self.hot, settings, self.tracker)
         self.queue: collections.deque[Job] = collections.deque()
-        self.outputs: dict[StackId, Record] = {}  # done stacks with outputs: checked at the end of each walk
+        self.outputs: dict[StackId, Record] = {}  # done stacks with outputs: checked after each walk
+        self._outputs_to_check: Iterator[StackId] = iter(())
         self.counts = collections.Counter()
         self.stopping = False
         self._status = ""
@@ -128,7 +130,8 @@ class Daemon:
         if not self.intake.walking and time.monotonic() >= self.intake.next_walk:
             self.intake.start_walk()
         if self.intake.continue_walk(_WALK_BUDGET):
-            self._check_outputs()
+            self._outputs_to_check = iter(list(self.outputs))
+        self._check_outputs(_WALK_BUDGET)
         self.intake.recheck(_RECHECK_BUDGET)
         self.intake.report_unplaced()
         self._enqueue_ready()
@@ -165,16 +168,24 @@ class Daemon:
         return (not self.queue and not self.pool.running and not self.tracker.unsettled()
                 and not self.intake.walking and next(self.tracker.ready(), None) is None)
 
-    def _check_outputs(self) -> None:
-        """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again."""
-        done = set(self.tracker.done())
-        for stack, record in list(self.outputs.items()):
-            if stack not in done:
-                del self.outputs[stack]
+    def _check_outputs(self, budget: float) -> None:
+        """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again.
+
+        Every result is checked once after each walk of the hot folder, for up to ``budget`` s per pass.
+        """
+        deadline = time.perf_counter() + budget
+        for stack in self._outputs_to_check:
+            record = self.outputs.get(stack)
+            if record is None:
+                continue
+            if not self.tracker.is_done(stack):
+                del self.outputs[stack]  # its inputs are gone or changed: it is no longer ours to watch
             elif not self.store.intact(record):
                 del self.outputs[stack]
                 self.tracker.undo(stack)
                 log.warning("result.missing", stack=str(stack), outputs=[path for path, _size in record.outputs])
+            if time.perf_counter() > deadline:
+                return
 
     # --- deciding and doing work ---------------------------------------------------------------------------
 

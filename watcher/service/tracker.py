@@ -287,10 +287,9 @@ class StackTracker:
         self._refresh()
         return sum(1 for stack in self._backoff if stack in self._open)
 
-    def done(self) -> list[StackId]:
-        """Stacks done with their current inputs."""
-        self._refresh()
-        return [stack for stack in self._done if stack not in self._open and stack not in self._claimed]
+    def is_done(self, stack: StackId) -> bool:
+        """Whether ``stack`` is done with its inputs as last grouped (no regrouping: cheap, for every pass)."""
+        return stack in self._done and stack not in self._open and stack not in self._claimed
 
     # --- what happened to a stack --------------------------------------------------------------------------
 
