@@ -1,26 +1,38 @@
 """A night of an OpenScan rig with everything going wrong, against a real daemon, reconciled at the end.
 
     uv run python -m benchmarks.soak --minutes 30 --stacks 2000          # the full campaign
-    uv run python -m benchmarks.soak --minutes 1.5 --stacks 120          # what the test suite runs
+    uv run python -m benchmarks.soak --minutes 1 --stacks 90             # what the test suite runs
 
 A simulated rig writes scans the way OpenScan3 does (final names written directly, positions out of order, frames
-of a position together, scan.json rewritten atomically after each position) while faults are injected: the daemon
-killed with SIGKILL and restarted, stopped with SIGTERM and restarted, workers killed mid-stack, corrupt frames
-(truncated, garbage, empty, wrong size, a 20000x20000 decompression bomb), a frame written slowly, a stack that
-never gets all its frames, a burst faster than the pool drains, stacks deleted while queued, a symlink out of the
-hot folder, names trying path traversal, and -- when running as root -- a results folder that turns read-only and
-one that fills up (a small tmpfs), and a tiny inotify queue so events overflow and only rescans find files.
+of a position together, scan.json rewritten atomically after each position) while faults are injected; the daemon
+archives each stack's inputs after its result (``results.after_success = "archive"``). Faults of the night:
 
-The reconciliation counts, per planned stack, what the results folder and the daemon's log say happened.
+- the daemon killed with SIGKILL, stopped with SIGTERM, and Ctrl-C'd (SIGINT to its whole process group) while
+  stacks run -- each time restarted; a second ``run`` and a ``once`` started beside it (must be refused);
+- workers killed mid-stack; a burst faster than the pool drains; stacks deleted while queued;
+- corrupt frames (truncated, garbage, empty, wrong size, a 20000x20000 decompression bomb), a frame written
+  slowly, a stack that never gets all its frames;
+- a stack copied in with its old mtimes (``cp -p``), a scan paused mid-position past the stack timeout;
+- a frame replaced while its stack is being fused (it must not be archived unstacked); a result deleted (it
+  must be made again); malformed records where the next stacks' records go;
+- a frame unreadable (EACCES) for a while (it must wait, not fail); a scan zip with a member that inflates to
+  512 MiB; a FIFO and a link to /dev/zero as scan.json, symlinked frames (one to /dev/zero) and a FIFO frame;
+- a symlink out of the hot folder and names trying path traversal; as root, a results folder that turns
+  read-only and one that fills up (a small tmpfs), and a tiny inotify queue so events overflow.
+
+The reconciliation (benchmarks/soak_report.py) counts, per planned stack, what the results folder, the archive
+and the daemon's log say happened.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import struct
@@ -29,33 +41,24 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 
+from benchmarks.soak_report import CORRUPTIONS, Planned, read_record, reconcile, records, report
 from benchmarks.synthetic import make_focal_stack
 
 FRAMES = 3
-# What each corrupt frame must make the stack's record say.
-CORRUPTIONS = {
-    "truncated": "truncated JPEG",
-    "garbage": "not a JPEG, PNG or TIFF",
-    "empty": "empty file",
-    "wrong_size": "differs from the reference",
-    "bomb": "MP limit",
-}
 # Names that try to climb out of the results folder through the regex's stack group.
 TRAVERSAL_NAMES = ("a\\..\\..\\evil_fs00.jpg", "..\\escape_fs00.jpg")
-
-
-@dataclass
-class Planned:
-    stack: str  # "proj/scanNN/scanNN_PPP"
-    expect: str  # "ok" | "failed" | "absent" | "ok_or_absent"
-    fault: str = ""
-    frames: list[str] = field(default_factory=list)
+SETTLE, STACK_TIMEOUT = 1.0, 8.0
+_KERNEL_DEFAULT_QUEUED_EVENTS = "16384"
+# As root, the daemon runs without the capabilities that bypass file permissions, as the service user does.
+UNPRIVILEGED = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                "--bounding-set=-dac_override,-dac_read_search"]
 
 
 @dataclass
@@ -69,15 +72,19 @@ class Night:
 
     def __post_init__(self) -> None:
         self.hot, self.results, self.outside = self.root / "hot", self.root / "results", self.root / "outside"
+        self.archive = self.root / "archive"
         self.plan: dict[str, Planned] = {}
         self.counts = Counter()
         self.rss: list[tuple[float, int]] = []  # (time, daemon RSS kB) of the current incarnation
         self.rss_runs: list[list[tuple[float, int]]] = []
+        self.peak_kb = 0
         self.daemon: subprocess.Popen | None = None
         self.notify = Notifications(self.root / "notify.sock")
         self.rng = random.Random(self.seed)
         case = make_focal_stack("coffee_tilt", size=(320, 240), n_frames=FRAMES, seed=self.seed)
         self.frame_bytes = list(case.jpeg_bytes)
+        big = make_focal_stack("coffee_tilt", size=(1600, 1200), n_frames=FRAMES + 1, seed=self.seed)
+        self.big_bytes = list(big.jpeg_bytes)  # ~1 s of stacking: long enough to replace a frame meanwhile
         small = cv2.resize(case.frames[0], (160, 120))
         self.corrupt = {
             "truncated": self.frame_bytes[1][: len(self.frame_bytes[1]) // 2],
@@ -95,32 +102,49 @@ class Night:
             f'hot_folder = "{self.hot}"\nresults_folder = "{self.results}"\n'
             "[naming]\nmode = \"regex\"\npattern = '(?P<stack>.+)_fs(?P<frame>\\d+)'\n"
             f"stack_size = {FRAMES}\n"
-            "[completeness]\nsettle_seconds = 1.0\nstack_timeout_seconds = 8.0\n"
+            f"[completeness]\nsettle_seconds = {SETTLE}\nstack_timeout_seconds = {STACK_TIMEOUT}\n"
             "[observer]\nrescan_seconds = 5.0\n"
             f"[workers]\ncount = {self.workers}\nqueue_size = 8\nstop_grace_seconds = 10.0\n"
+            f'[results]\nafter_success = "archive"\narchive_folder = "{self.archive}"\n'
             "[logging]\nfile_max_bytes = 200000000\n"
         )
         return path
 
+    def command(self, what: str = "run") -> list[str]:
+        argv = [sys.executable, "-m", "watcher.cli", what, "--config", str(self.config())]
+        return UNPRIVILEGED + argv if self.as_root else argv
+
     def start(self) -> None:
         """Start the daemon as systemd would (NOTIFY_SOCKET, a 4 s watchdog) and wait for READY=1."""
-        command = [sys.executable, "-m", "watcher.cli", "run", "--config", str(self.config())]
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "4000000"}
         with self._small_inotify_queue():
             self.notify.new_run()
-            self.daemon = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+            with open(self.root / "daemon.stderr", "ab") as stderr:
+                self.daemon = subprocess.Popen(self.command(), stderr=stderr, start_new_session=True, env=env)
             _wait(lambda: self.notify.ready >= self.counts["starts"] + 1, 60)
         self.counts["starts"] += 1
         self.rss = []
         self.rss_runs.append(self.rss)
 
     def stop(self, how: signal.Signals) -> None:
+        """SIGKILL to the process group (a power cut), SIGTERM to the daemon (systemd), SIGINT to the group
+        (Ctrl-C in a terminal): the last two must let running stacks finish and exit 0."""
         assert self.daemon is not None
-        os.killpg(self.daemon.pid, how) if how == signal.SIGKILL else self.daemon.send_signal(how)
+        if how == signal.SIGTERM:
+            self.daemon.send_signal(how)
+        else:
+            os.killpg(self.daemon.pid, how)
         code = self.daemon.wait(timeout=60)
-        if how == signal.SIGTERM and code != 0:
-            raise RuntimeError(f"daemon exited {code} on SIGTERM")
-        self.counts["sigkill" if how == signal.SIGKILL else "sigterm"] += 1
+        if how != signal.SIGKILL and code != 0:
+            raise RuntimeError(f"daemon exited {code} on {how.name}")
+        self.counts[how.name.lower()] += 1
+
+    def second_daemons(self) -> None:
+        """A second ``run`` and a ``once`` beside the running daemon: each must exit 2 at once."""
+        for what in ("run", "once"):
+            self.counts["second_daemons"] += 1
+            done = subprocess.run(self.command(what), capture_output=True, text=True, timeout=60, check=False)
+            self.counts["second_daemons_refused"] += done.returncode == 2 and "is in use" in done.stderr
 
     def kill_a_worker(self) -> bool:
         workers = [pid for pid in _descendants(self.daemon.pid) if b"forkserver" in _cmdline(_parent(pid))]
@@ -136,29 +160,45 @@ class Night:
             daemon = self.daemon
             if daemon is not None and daemon.poll() is None:
                 rss = _status_kb(daemon.pid, "VmRSS")
+                self.peak_kb = max(self.peak_kb, _status_kb(daemon.pid, "VmHWM"))
                 if rss:
                     self.rss.append((time.monotonic(), rss))
 
+    def peak_rss_mb(self) -> float:
+        return max(self.peak_kb, max((r for run in self.rss_runs for _, r in run), default=0)) / 1024
+
     @contextlib.contextmanager
     def _small_inotify_queue(self):
-        """As root: a 64-event inotify queue for the daemon's instance, so event overflows really happen."""
+        """As root: a 64-event inotify queue for the daemon's instance, so event overflows really happen.
+
+        The knob is system-wide: nights running at once (other checkouts on one machine) take turns under a lock,
+        so none restores another's 64 as "the old value"; a 64 found there is such a leftover, and the kernel's
+        default is restored instead.
+        """
         knob = Path("/proc/sys/fs/inotify/max_queued_events")
         if not self.as_root:
             yield
             return
-        old = knob.read_text()
-        knob.write_text("64")
-        try:
-            yield
-            time.sleep(1.5)  # the daemon creates its inotify instance while the limit is low
-        finally:
-            knob.write_text(old)
+        with open("/tmp/focus-watcher-soak-inotify.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old = knob.read_text().strip()
+            knob.write_text("64")
+            try:
+                yield
+                time.sleep(1.5)  # the daemon creates its inotify instance while the limit is low
+            finally:
+                knob.write_text(old if old != "64" else _KERNEL_DEFAULT_QUEUED_EVENTS)
 
     # --- the rig -------------------------------------------------------------------------------------------
 
+    def planned(self, scan: Path, name: str, fault: str = "", expect: str = "ok") -> Planned:
+        planned = Planned(f"{scan.relative_to(self.hot).as_posix()}/{name}", expect, fault)
+        self.plan[planned.stack] = planned
+        return planned
+
     def write_stack(self, scan: Path, name: str, fault: str = "") -> Planned:
-        planned = Planned(f"{scan.relative_to(self.hot).as_posix()}/{name}", "ok", fault)
-        frames = FRAMES if fault != "incomplete" else 1
+        planned = self.planned(scan, name, fault, "failed" if fault in CORRUPTIONS else "ok")
+        frames = FRAMES if fault not in ("incomplete", "paused") else 1 if fault == "incomplete" else 2
         for k in range(frames):
             path = scan / f"{name}_fs{k:02d}.jpg"
             planned.frames.append(path.name)
@@ -167,8 +207,6 @@ class Night:
                 threading.Thread(target=_write_slowly, args=(path, data), daemon=True).start()
             else:
                 path.write_bytes(data)  # final name, written directly: what OpenScan3 does
-        planned.expect = "failed" if fault in CORRUPTIONS else "ok"
-        self.plan[planned.stack] = planned
         return planned
 
     def night(self) -> None:
@@ -188,7 +226,8 @@ class Night:
             stop_sampling.set()
             if self.daemon is not None and self.daemon.poll() is None:
                 os.killpg(self.daemon.pid, signal.SIGKILL)
-            self._reconcile()
+            self.rows, self.failures, self.duplicates = reconcile(self)
+            self.worker_peaks = [r.get("worker_peak_rss_mb", 0) for r in records(self.results)]
             if tmpfs:
                 subprocess.run(["umount", "-l", str(self.results)], check=False)
 
@@ -206,27 +245,48 @@ class Night:
             self.rng.shuffle(positions)  # the path optimiser's order
             for step, position in enumerate(positions):
                 fault = faults.get(index, "")
-                if fault == "burst":
-                    self._burst(scan, position)
-                elif fault in ("sigkill", "sigterm"):
-                    self.stop(signal.SIGKILL if fault == "sigkill" else signal.SIGTERM)
-                    self.start()
-                elif fault == "kill_worker":
-                    _wait(self.kill_a_worker, 20, fail=False)
-                elif fault == "readonly":
-                    threading.Thread(target=self._read_only_for, args=(15,), daemon=True).start()
-                elif fault == "full":
-                    threading.Thread(target=self._full_for, args=(15,), daemon=True).start()
-                elif fault == "hostile":
-                    self._hostile_files()
                 name = f"scan{s + 1:02d}_{position:03d}"
-                self.write_stack(scan, name, fault if fault in (*CORRUPTIONS, "slow", "incomplete") else "")
+                self._fault(fault, scan, name, position)
+                if fault not in ("copied", "replaced", "unreadable", "paused"):
+                    self.write_stack(scan, name, fault if fault in (*CORRUPTIONS, "slow", "incomplete") else "")
                 if fault == "delete":
                     self._delete_soon(scan, name)
                 _write_scan_json(scan, "running", step + 1)
                 index += 1
                 time.sleep(max(0.0, start + index * interval - time.monotonic()))
             _write_scan_json(scan, "completed", len(positions))
+
+    def _fault(self, fault: str, scan: Path, name: str, position: int) -> None:
+        """The faults that happen beside (or instead of) writing this position's stack."""
+        if fault == "burst":
+            self._burst(scan, position)
+        elif fault in ("sigkill", "sigterm", "sigint"):
+            self.stop(signal.Signals[fault.upper()])
+            self.start()
+        elif fault == "kill_worker":
+            _wait(self.kill_a_worker, 20, fail=False)
+        elif fault == "readonly":
+            threading.Thread(target=self._read_only_for, args=(15,), daemon=True).start()
+        elif fault == "full":
+            threading.Thread(target=self._full_for, args=(15,), daemon=True).start()
+        elif fault == "hostile":
+            self._hostile_files()
+        elif fault == "second_daemon":
+            threading.Thread(target=self.second_daemons, daemon=True).start()
+        elif fault == "copied":
+            threading.Thread(target=self._copy_old, args=(scan, name), daemon=True).start()
+        elif fault == "paused":
+            self._paused(scan, name)
+        elif fault == "replaced":
+            self._big_stack(scan, name, fault, self._replace).runs = 2
+        elif fault == "unreadable":
+            self._big_stack(scan, name, fault, self._unreadable)
+        elif fault == "zip":
+            self._scan_zip()
+        elif fault == "malformed":
+            self._malformed_records(scan)
+        elif fault == "result_deleted":
+            self._delete_a_result()
 
     def _fault_schedule(self, tmpfs: bool) -> dict[int, str]:
         """Stack index -> fault. Each fault at its fraction of the night, or the next free stack after it."""
@@ -238,11 +298,14 @@ class Night:
                 index += 1
             schedule[index] = fault
 
-        for fraction, fault in ((0.15, "hostile"), (0.20, "sigkill"), (0.30, "burst"), (0.35, "kill_worker"),
-                                (0.40, "slow"), (0.45, "sigkill"), (0.55, "delete"), (0.56, "delete"),
-                                (0.60, "sigterm"), (0.65, "incomplete"), (0.70, "sigkill"), (0.85, "kill_worker")):
+        for fraction, fault in ((0.12, "hostile"), (0.14, "copied"), (0.16, "malformed"), (0.20, "sigkill"),
+                                (0.25, "zip"), (0.30, "burst"), (0.33, "second_daemon"), (0.35, "kill_worker"),
+                                (0.40, "slow"), (0.45, "sigkill"), (0.48, "sigint"), (0.80, "result_deleted"),
+                                (0.55, "delete"), (0.56, "delete"), (0.58, "paused"), (0.60, "sigterm"),
+                                (0.65, "incomplete"), (0.70, "sigkill"), (0.85, "kill_worker"), (0.92, "replaced"),
+                                (0.96, "unreadable")):
             place(fraction, fault)
-        for offset, corruption in enumerate(CORRUPTIONS):
+        for offset, corruption in enumerate(c for c in CORRUPTIONS if c != "zip_bomb"):
             place(0.10 + offset / self.stacks, corruption)
             place(0.75 + offset / self.stacks, corruption)
         if tmpfs:
@@ -269,13 +332,111 @@ class Night:
             (scan / frame).unlink(missing_ok=True)
         self.counts["deleted_stacks"] += 1
 
+    def _copy_old(self, scan: Path, name: str) -> None:
+        """``cp -p`` of a stack taken three hours ago, one frame every 1.5 s (longer than the settle time)."""
+        planned = self.planned(scan, name, "copied")
+        card = self.outside / "card"
+        card.mkdir(parents=True, exist_ok=True)
+        then = time.time() - 3 * 3600
+        for k in range(FRAMES):
+            source = card / f"{name}_fs{k:02d}.jpg"
+            source.write_bytes(self.frame_bytes[k])
+            os.utime(source, (then, then + k))
+            planned.frames.append(source.name)
+        for k in range(FRAMES):
+            shutil.copy2(card / planned.frames[k], scan / planned.frames[k])
+            time.sleep(1.5)
+
+    def _paused(self, scan: Path, name: str) -> None:
+        """OpenScan3 paused between two frames of a position, past the stack timeout, then resumed."""
+        _write_scan_json(scan, "paused", 0)
+        planned = self.write_stack(scan, name, "paused")
+        time.sleep(SETTLE + STACK_TIMEOUT + 2)
+        (scan / f"{name}_fs02.jpg").write_bytes(self.frame_bytes[2])
+        planned.frames.append(f"{name}_fs02.jpg")
+
+    def _big_stack(self, scan: Path, name: str, fault: str, then) -> Planned:
+        """A stack of large frames (~1 s of stacking); ``then(scan, name, tail)`` runs once it has started."""
+        planned = self.planned(scan, name, fault)
+        tail = LogTail(self.root / "daemon.stderr")
+        for k in range(FRAMES):
+            (scan / f"{name}_fs{k:02d}.jpg").write_bytes(self.big_bytes[k])
+            planned.frames.append(f"{name}_fs{k:02d}.jpg")
+
+        def wait_then() -> None:
+            if _wait(lambda: tail.seen("stack.started", planned.stack), 120, fail=False):
+                then(scan, name, tail)
+
+        threading.Thread(target=wait_then, daemon=True).start()
+        return planned
+
+    def _replace(self, scan: Path, name: str, tail: LogTail) -> None:
+        """Frame 1 rewritten with other content while its stack is fused: it must not be archived unstacked."""
+        (scan / f"{name}_fs01.jpg").write_bytes(self.big_bytes[FRAMES])
+        self.counts["frames_replaced"] += 1
+
+    def _unreadable(self, scan: Path, name: str, tail: LogTail) -> None:
+        """EACCES on the frames a worker reads last (a permission fixed later): the stack waits, then succeeds."""
+        ends = [scan / f"{name}_fs{k:02d}.jpg" for k in (0, FRAMES - 1)]
+        for path in ends:
+            path.chmod(0)
+        _wait(lambda: tail.seen("inputs.unavailable", f"{scan.relative_to(self.hot).as_posix()}/{name}"), 10,
+              fail=False)
+        time.sleep(2)
+        for path in ends:
+            path.chmod(0o644)
+        self.counts["unreadable_periods"] += 1
+
+    def _scan_zip(self) -> None:
+        """An OpenScan2-style scan zip: two good stacks and one whose first member inflates to 512 MiB."""
+        zip_path = self.hot / "proj" / "2024-01-01_00.00.00-owl.zip"
+        temp = self.outside / zip_path.name
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            for position in range(3):
+                planned = Planned(f"proj/{zip_path.name}/zip_{position:03d}", "ok")
+                for k in range(FRAMES):
+                    member = f"zip_{position:03d}_fs{k:02d}.jpg"
+                    planned.frames.append(member)
+                    if position == 1 and k == 0:
+                        planned.expect, planned.fault = "failed", "zip_bomb"
+                        with archive.open(member, "w", force_zip64=True) as handle:
+                            handle.write(self.frame_bytes[0][:-2])
+                            for _ in range(512):
+                                handle.write(bytes(1 << 20))
+                    else:
+                        archive.writestr(member, self.frame_bytes[k])
+                self.plan[planned.stack] = planned
+        os.replace(temp, zip_path)
+
+    def _malformed_records(self, scan: Path) -> None:
+        """Records that are not ours where the next stacks' records go: a JSON list, no inputs, not JSON."""
+        folder = self.results / scan.relative_to(self.hot)
+        folder.mkdir(parents=True, exist_ok=True)
+        for position, text in zip((950, 951, 952), ("[]", '{"stack": "x", "status": "ok"}', "{not json")):
+            (folder / f"{scan.name}_{position}.json").write_text(text)
+            self.write_stack(scan, f"{scan.name}_{position}")
+
+    def _delete_a_result(self) -> None:
+        """The result image of a stack done earlier, deleted (OpenScan's "delete photos"): it is made again.
+        (A zip's stack: other stacks' inputs are archived, and with them gone there is nothing to stack.)"""
+        done = [p for p in self.plan.values() if p.expect == "ok" and p.runs == 1
+                and (record := read_record(self.results, p)) and record["status"] == "ok"
+                and p.stack.split("/")[1].endswith(".zip")]
+        if done:
+            planned = done[0]
+            planned.runs, planned.fault = 2, "result_deleted"
+            record = read_record(self.results, planned)
+            (self.results / record["output"]).unlink(missing_ok=True)
+            self.counts["results_deleted"] += 1
+
     def _read_only_for(self, seconds: float) -> None:
         """A read-only bind mount over the results folder: every new write fails with EROFS."""
         target = str(self.results)
         subprocess.run(["mount", "--bind", target, target], check=True)
         subprocess.run(["mount", "-o", "remount,ro,bind", target], check=True)
         time.sleep(seconds)
-        subprocess.run(["umount", target], check=True)
+        subprocess.run(["umount", "--lazy", target], check=True)  # a restarted daemon may hold its lock in it
         self.counts["readonly_periods"] += 1
 
     def _full_for(self, seconds: float) -> None:
@@ -288,7 +449,8 @@ class Night:
         self.counts["full_periods"] += 1
 
     def _hostile_files(self) -> None:
-        """A symlink to frames outside the hot folder, and names that try to climb out of the results folder."""
+        """Symlinks out of the hot folder and to /dev/zero, FIFOs as a frame and as scan.json, and names that
+        try to climb out of the results folder."""
         self.outside.mkdir(exist_ok=True)
         for k in range(FRAMES):
             (self.outside / f"secret_{k}.jpg").write_bytes(self.frame_bytes[k])
@@ -296,89 +458,49 @@ class Night:
         (scan / "linked").symlink_to(self.outside, target_is_directory=True)
         for k in range(FRAMES):
             (scan / f"scan01_777_fs{k:02d}.jpg").symlink_to(self.outside / f"secret_{k}.jpg")
-        self.plan["proj/scan01/scan01_777"] = Planned("proj/scan01/scan01_777", "absent", "symlink")
+            (scan / f"scan01_778_fs{k:02d}.jpg").symlink_to("/dev/zero")
+            os.mkfifo(scan / f"scan01_779_fs{k:02d}.jpg")
+        for position in (777, 778, 779):
+            self.plan[f"proj/scan01/scan01_{position}"] = Planned(f"proj/scan01/scan01_{position}", "absent",
+                                                                  "symlink")
+        for folder, make in (("fifo", os.mkfifo), ("zero", lambda p: p.symlink_to("/dev/zero"))):
+            (self.hot / "proj" / folder).mkdir()
+            make(self.hot / "proj" / folder / "scan.json")
         for name in TRAVERSAL_NAMES:
             (scan / name).write_bytes(self.frame_bytes[0])
-        self.counts["hostile_files"] = FRAMES + 1 + len(TRAVERSAL_NAMES)
+        self.counts["hostile_files"] = 3 * FRAMES + 3 + len(TRAVERSAL_NAMES)
 
     def _wait_until_done(self) -> None:
         def settled() -> bool:
-            return all(_record(self.results, p.stack) is not None for p in self.plan.values()
+            return all(read_record(self.results, p) is not None for p in self.plan.values()
                        if p.expect in ("ok", "failed"))
 
         _wait(settled, 300, fail=False)
-        time.sleep(3)  # let anything late (a rescan) show up before stopping
+        time.sleep(3)  # let anything late (a rescan, a result made again) show up before stopping
 
-    # --- reconciliation ------------------------------------------------------------------------------------
 
-    def _reconcile(self) -> None:
-        events = _events(self.results)
-        done_events = Counter(e["stack"] for e in events if e.get("event") == "stack.done")
-        failed_events = Counter(e["stack"] for e in events if e.get("event") == "stack.failed")
-        rows = Counter({key: 0 for key in ("lost", "duplicated", "partial files visible", "failures unexplained",
-                                            "processed but must not be", "files written outside results",
-                                            "read before fully written")})
-        self.failures: list[tuple[str, str, bool]] = []
-        self.duplicates: list[list[dict]] = []
-        for planned in self.plan.values():
-            record = _record(self.results, planned.stack)
-            status = record["status"] if record else "absent"
-            rows[f"planned {planned.expect}"] += 1
-            if record is None and planned.expect in ("ok", "failed"):
-                rows["lost"] += 1
-            if record is not None and planned.expect == "absent":
-                rows["processed but must not be"] += 1
-            if status == "ok":
-                rows["results ok"] += 1
-            if status == "failed":
-                explained = planned.fault in CORRUPTIONS and CORRUPTIONS[planned.fault] in (record["error"] or "")
-                self.failures.append((planned.stack, record["error"], explained))
-                rows["failures"] += 1
-                rows["failures unexplained"] += not explained
-            if done_events[planned.stack] + failed_events[planned.stack] > 1:
-                rows["duplicated"] += 1
-                self.duplicates.append([e for e in events if e.get("stack") == planned.stack])
-            if planned.fault == "slow" and record is not None:
-                full = len(self.frame_bytes[FRAMES - 1])
-                rows["read before fully written"] += record["inputs"][-1]["size"] != full
-        escaped = [p for p in self.root.rglob("*") if p.is_file() and not p.is_relative_to(self.hot)
-                   and not p.is_relative_to(self.results) and not p.is_relative_to(self.outside)
-                   and p.name != "config.toml"]
-        rows["files written outside results"] = len(escaped)
-        rows["partial files visible"] = sum(1 for p in self.results.rglob("*") if _partial(p))
-        rows["unsafe names refused"] = sum(1 for e in events if e.get("event") == "file.unplaced"
-                                           and "unsafe" in e.get("reason", ""))
-        rows["retries after worker death"] = sum(1 for e in events if e.get("event") == "stack.retry")
-        rows["results unwritable (retried)"] = sum(1 for e in events if e.get("event") == "results.unwritable")
-        self.rows = rows
-        self.worker_peaks = [r.get("worker_peak_rss_mb", 0) for r in _records(self.results)]
+class LogTail:
+    """The daemon's stderr (JSON lines), read from where this tail started (not the whole file each time)."""
 
-    def report(self, seconds: float) -> str:
-        rows, counts = self.rows, self.counts
-        longest = max(self.rss_runs, key=len) if self.rss_runs else []
-        fifth = max(1, len(longest) // 5)
-        early = sorted(r for _, r in longest[:fifth])[len(longest[:fifth]) // 2] if longest else 0
-        late = sorted(r for _, r in longest[-fifth:])[len(longest[-fifth:]) // 2] if longest else 0
-        lines = [
-            f"night: {seconds / 60:.1f} min, {len(self.plan)} stacks planned, {self.workers} workers, "
-            f"root faults (tmpfs, inotify overflow): {'yes' if counts['tmpfs'] else 'no (not root)'}",
-            f"{'stacks written':40} {sum(len(p.frames) > 0 for p in self.plan.values()):6}",
-            *(f"{key:40} {rows[key]:6}" for key in sorted(rows)),
-            f"{'daemon starts (SIGKILL / SIGTERM before)':40} {counts['starts']:6} "
-            f"({counts['sigkill']} / {counts['sigterm'] - 1})",
-            f"{'workers killed mid-stack':40} {counts['workers_killed']:6}",
-            f"{'watchdog pings / longest gap s (< 4 ok)':40} {self.notify.pings:6} / {self.notify.longest_gap:.1f}",
-            f"{'stacks deleted by the rig':40} {counts['deleted_stacks']:6}",
-            f"{'read-only / full periods':40} {counts['readonly_periods']:3} / {counts['full_periods']}",
-            f"{'daemon peak RSS MiB':40} {max((r for run in self.rss_runs for _, r in run), default=0) / 1024:6.1f}",
-            f"{'daemon RSS MiB, longest run: early/late':40} {early / 1024:6.1f} / {late / 1024:.1f}",
-            f"{'worker peak RSS MiB (max over stacks)':40} {max(self.worker_peaks, default=0):6.1f}",
-            f"{'throughput, stacks/min':40} {rows['results ok'] / (seconds / 60):6.1f}",
-            "failures:",
-            *(f"  {'explained  ' if ok else 'UNEXPLAINED'} {stack}: {error}" for stack, error, ok in self.failures),
-            *(f"duplicated: {json.dumps(events)}" for events in self.duplicates),
-        ]
-        return "\n".join(lines)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.buffer = b""
+
+    def seen(self, event: str, stack: str) -> bool:
+        with contextlib.suppress(OSError), open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+            self.offset += len(chunk)
+            self.buffer += chunk
+        lines = self.buffer.split(b"\n")
+        self.buffer = lines.pop()
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                found = json.loads(line)
+                if found.get("event") == event and found.get("stack") == stack:
+                    return True
+        return False
 
 
 class Notifications:
@@ -431,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         night = run_night(root, args.minutes, args.stacks, args.workers)
-        print(night.report(night.seconds))
+        print(report(night, night.seconds))
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
@@ -464,42 +586,6 @@ def _mount_tmpfs(path: Path, megabytes: int) -> bool:
                           capture_output=True).returncode == 0
 
 
-def _record(results: Path, stack: str) -> dict | None:
-    try:
-        return json.loads((results / f"{stack}.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _records(results: Path):
-    for path in results.rglob("*.json"):
-        with contextlib.suppress(OSError, ValueError):
-            yield json.loads(path.read_text())
-
-
-def _events(results: Path) -> list[dict]:
-    events = []
-    for path in sorted(results.glob("focus-watcher.log*")):
-        for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                events.append(json.loads(line))
-    return events
-
-
-def _partial(path: Path) -> bool:
-    """A file visible under its final name that is not complete."""
-    if not path.is_file() or path.name.startswith("."):
-        return path.is_file()  # any temp file left behind counts as partial
-    if path.suffix == ".jpg":
-        return not path.read_bytes().rstrip(b"\0").endswith(b"\xff\xd9")
-    if path.suffix == ".json":
-        try:
-            json.loads(path.read_text())
-        except ValueError:
-            return True
-    return False
-
-
 def _wait(predicate, timeout: float, fail: bool = True) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -507,7 +593,7 @@ def _wait(predicate, timeout: float, fail: bool = True) -> bool:
             if fail:
                 raise TimeoutError("timed out")
             return False
-        time.sleep(0.2)
+        time.sleep(0.05)
     return True
 
 

@@ -1,27 +1,44 @@
-"""Shared fixtures: the team's real focus stacks (beside the repo, in ../shared/data/real)."""
+"""Shared fixtures: the team's real focus stacks, vendored under tests/data/ (see each folder's SOURCE.md).
+
+They are part of the repository so that a fresh clone runs every test; a missing file is a failure, never a skip.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+
+
+def unprivileged(command: list[str]) -> list[str]:
+    """``command`` run so that file permissions apply to it: as root, without the capabilities that bypass
+    them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), as the service user would run; otherwise unchanged."""
+    if os.geteuid() != 0:
+        return command
+    return ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search", *command]
+
+
+def vendored(folder: str, pattern: str, count: int) -> list[Path]:
+    """The ``count`` files matching ``pattern`` in ``tests/data/<folder>``, sorted; fails the test otherwise."""
+    frames = sorted((DATA / folder).glob(pattern))
+    if len(frames) != count:
+        pytest.fail(f"tests/data/{folder}: expected {count} files {pattern}, found {len(frames)} -- the vendored "
+                    "test data is incomplete (restore it from git)", pytrace=False)
+    return frames
 
 
 @pytest.fixture(scope="session")
 def pcb_stack() -> list[Path]:
     """7 real 2048x1536 JPEG frames of a PCB (MIT, PetteriAimonen/focus-stack), with EXIF."""
-    frames = sorted((REAL_DATA / "focusstack_pcb").glob("pcb_*.jpg"))
-    if len(frames) != 7:
-        pytest.skip(f"real PCB stack not found under {REAL_DATA}")
-    return frames
+    return vendored("focusstack_pcb", "pcb_*.jpg", 7)
 
 
 @pytest.fixture(scope="session")
 def ring_stack() -> list[Path]:
     """6 real 1521x1141 JPEG frames of a ring on white (Apache-2.0, cmcguinness/focusstack)."""
-    frames = sorted((REAL_DATA / "cmcguinness_steps").glob("step*.jpg"))
-    if len(frames) != 6:
-        pytest.skip(f"real ring stack not found under {REAL_DATA}")
-    return frames
+    return vendored("cmcguinness_steps", "step*.jpg", 6)

@@ -9,12 +9,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from watcher import __version__
-from watcher.config import ConfigError, Settings, load_settings
-
-_OUTPUT_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tif", ".tiff": "tif"}
+from watcher.config import BlendMethod, ConfigError, FocusMeasure, Settings, load_settings
+from watcher.stacking.output import SUFFIXES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     stack = commands.add_parser("stack", help="fuse one focus stack by hand", description="Fuse one focus stack.")
     stack.add_argument("images", nargs="+", type=Path, metavar="IMG", help="frames, in focus order")
     stack.add_argument("-o", "--output", type=Path, required=True, help="result file (.jpg, .png, .tif)")
-    stack.add_argument("--blend", choices=["weighted", "guided_weighted", "direct_map", "laplacian_pyramid",
-                                           "luma_weighted_chroma_pick"])
-    stack.add_argument("--focus", dest="focus_measure", choices=["laplacian_var", "tenengrad", "sml"])
+    stack.add_argument("--blend", choices=get_args(BlendMethod))
+    stack.add_argument("--focus", dest="focus_measure", choices=get_args(FocusMeasure))
     stack.add_argument("--levels", dest="pyramid_levels", type=int, help="ECC pyramid levels 1-6")
     stack.add_argument("--window", dest="focus_window", type=int, help="focus window, odd 3-21")
     stack.add_argument("--mask-threshold", dest="mask_threshold", type=float, help="ECC gradient mask, 1-100")
@@ -107,12 +105,18 @@ def _daemon_settings(args: argparse.Namespace) -> Settings:
 def _cmd_run(args: argparse.Namespace) -> int:
     from watcher.log import configure_logging
     from watcher.service.daemon import Daemon
+    from watcher.service.lock import ResultsBusy
     from watcher.service.results import LOG_NAME
 
     settings = _daemon_settings(args)
     settings.results_folder.mkdir(parents=True, exist_ok=True)
     configure_logging(settings.logging, settings.results_folder / LOG_NAME)
-    return Daemon(settings, once=args.once).run()
+    try:
+        daemon = Daemon(settings, once=args.once)
+    except ResultsBusy as exc:  # usage: restarting (systemd) or retrying cannot fix it
+        print(f"focus-watcher: {exc}", file=sys.stderr)
+        return 2
+    return daemon.run()
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -143,9 +147,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not settings.results_folder.is_dir():
         raise ConfigError(f"results_folder: {settings.results_folder} is not a folder (nothing to report yet)")
     store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
-    records = {record["stack"]: record for record in store.records()}
     pending = []
-    for stack in pending_stacks(settings, records)[0]:
+    for stack in pending_stacks(settings, store)[0]:
         try:
             pending.append(PendingStack(store.paths(stack).record, stack.stack))
         except UnsafePathError:  # refused by the daemon too: never stacked, so never shown
@@ -170,23 +173,23 @@ def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
             "reference", "align", "jpeg_quality", "output_depth")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     suffix = args.output.suffix.lower()
-    if suffix not in _OUTPUT_FORMATS:
+    if suffix not in SUFFIXES:
         raise ConfigError(f"output: unsupported extension {suffix!r} (use .jpg, .png or .tif)")
-    overrides["output_format"] = _OUTPUT_FORMATS[suffix]
+    overrides["output_format"] = SUFFIXES[suffix]
     if args.depthmap is not None:
         overrides["depthmap"] = True
     return overrides
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from watcher.stacking.frames import FrameError
+    from watcher.stacking.frames import FrameError, FrameUnavailable
     from watcher.stacking.pipeline import StackError, stack_to_file
 
     settings = load_settings(args.config, {"stacking": _stacking_overrides(args)}).stacking
     progress = _terminal_progress if sys.stderr.isatty() else None
     try:
         record = stack_to_file(args.images, args.output, settings, depthmap_output=args.depthmap, progress=progress)
-    except (FrameError, StackError, OSError) as exc:
+    except (FrameError, FrameUnavailable, StackError, OSError) as exc:
         if progress:
             print(file=sys.stderr)
         print(f"focus-watcher: error: {exc}", file=sys.stderr)

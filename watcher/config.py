@@ -195,6 +195,11 @@ class ResultsSettings(_Section):
     )
     after_success: Literal["keep", "archive", "delete"] = "keep"
     archive_folder: Path | None = None
+    on_failure: Literal["record", "sharpest_frame"] = Field(
+        "record",
+        description="A stack that fails gets its record; sharpest_frame also puts its sharpest readable frame where "
+        "the result would be (marked as a fallback in the record), so a scan keeps an image for every position.",
+    )
 
     @model_validator(mode="after")
     def _archive_needs_folder(self) -> ResultsSettings:
@@ -233,6 +238,14 @@ class Settings(BaseSettings):
         hot, results = self.hot_folder.resolve(), self.results_folder.resolve()
         if self.results.layout != "openscan" and (results == hot or hot in results.parents):
             raise ValueError("results_folder must not be inside hot_folder (except with results.layout = openscan)")
+        return self
+
+    @model_validator(mode="after")
+    def _openscan_means_jpeg(self) -> Settings:
+        # OpenScan3 indexes and uploads stacked/stacked_*.jpg as JPEG: PNG bytes under that name break both.
+        if self.results.layout == "openscan" and self.stacking.output_format != "jpg":
+            raise ValueError(f'stacking.output_format must be "jpg" with results.layout = "openscan" (got '
+                             f'"{self.stacking.output_format}"): OpenScan3 reads stacked/*.jpg as JPEG')
         return self
 
     @classmethod

@@ -16,21 +16,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, get_args
 
 from watcher.config import BlendMethod, Settings, StackingSettings
-from watcher.service.naming import is_candidate
-from watcher.service.observer import Found, HotFolder
+from watcher.service.archive import ArchiveRefused
+from watcher.service.observer import Found, HotFolder, excluded_results
+from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
 from watcher.stacking.pipeline import estimate_peak_bytes
-from watcher.stacking.probe import ImageInfo, ProbeError, probe_image
+from watcher.stacking.probe import ImageInfo
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 MIB, GIB = 1 << 20, 1 << 30
-_HEAD_BYTES = 256 << 10  # enough for a frame header behind a large EXIF block with its thumbnail
 _NETWORK_FS = {"cifs", "smb3", "smbfs", "nfs", "nfs4", "sshfs", "ceph", "9p"}
 # vcgencmd get_throttled: bits 0-3 are true now; bits 16-19 the same conditions, "has occurred since boot".
 _THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled", 3: "soft temperature limit"}
@@ -228,18 +226,16 @@ def check_filesystem(settings: Settings, host: Host) -> Finding:
 
 def sample_frames(settings: Settings, per_folder: int = 2, limit: int = 32) -> list[FrameSample]:
     """Size the first ``per_folder`` frames of each scan folder or zip (one scan's frames share a camera, other
-    scans may not), at most ``limit`` in all (one 256 KiB read each), from their headers."""
+    scans may not), at most ``limit`` in all (one header read each), from their headers."""
     if not settings.hot_folder.is_dir():
         return []
-    # openscan results sit in stacked/ folders, which the walk skips anyway; excluding a results folder equal
-    # to the hot folder would hide every frame.
-    exclude = None if settings.results.layout == "openscan" else settings.results_folder
     taken: collections.Counter[str] = collections.Counter()
     samples = []
-    for found in HotFolder(settings.hot_folder, settings.naming.extensions, exclude=exclude).walk():
+    folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
+    for found in folder.walk():
         if found.kind == "scan_json" or taken[found.scan] >= per_folder:
             continue
-        sample = _probe(found, settings.naming.extensions)
+        sample = _probe(folder, found)
         if sample is not None:
             samples.append(sample)
             taken[found.scan] += 1
@@ -248,22 +244,18 @@ def sample_frames(settings: Settings, per_folder: int = 2, limit: int = 32) -> l
     return samples
 
 
-def _probe(found: Found, extensions: tuple[str, ...]) -> FrameSample | None:
+def _probe(folder: HotFolder, found: Found) -> FrameSample | None:
     try:
         if found.kind == "archive":
-            with zipfile.ZipFile(found.path) as archive:
-                member = next((m for m in archive.infolist() if is_candidate(m.filename, extensions)), None)
-                if member is None:
-                    return None
-                with archive.open(member) as handle:
-                    head = handle.read(_HEAD_BYTES)
-                where, size = f"{found.path}:{member.filename}", member.file_size
+            members = folder.archive_frames(found.path) or {}
+            if not members:
+                return None
+            name, size = next(iter(members.items()))
+            source, where = FrameSource(name, found.path, name), f"{found.path}:{name}"
         else:
-            with open(found.path, "rb") as handle:
-                head, size = handle.read(_HEAD_BYTES), os.fstat(handle.fileno()).st_size
-            where = str(found.path)
-        info = probe_image(head, whole_file=False)
-    except (OSError, EOFError, ProbeError, zipfile.BadZipFile, zlib.error):
+            source, where, size = FrameSource.of(found.path), str(found.path), os.lstat(found.path).st_size
+        info = read_header(source)
+    except (OSError, ArchiveRefused, FrameError, FrameUnavailable):
         return None
     return FrameSample(where, info, size)
 

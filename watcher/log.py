@@ -1,8 +1,9 @@
 """Structured logging: JSON lines to a size-rotated file in the results folder, and to stderr.
 
 stderr gets a readable console rendering on a terminal and JSON lines otherwise (journald, pipes). Every line has
-a stable ``event`` name (``stack.done``, ``worker.died``, ...) and, for a stack, its ``stack`` id, so
-``grep '"stack": "scan01/scan01_129"' focus-watcher.log`` shows one stack's whole life.
+a stable ``event`` name (``stack.done``, ``stack.retry``, ...) and, for a stack, its ``stack`` id, so
+``grep '"stack": "scan01/scan01_129"' focus-watcher.log`` shows one stack's whole life. watchdog's own debug
+chatter (one line per inotify event) is kept out even at ``logging.level = "debug"``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def configure_logging(settings: LoggingSettings, log_file: Path | None) -> None:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(settings.level.upper())
+    logging.getLogger("watchdog").setLevel(max(root.level, logging.INFO))
     logging.raiseExceptions = False  # a log line that cannot be written must never take the daemon down
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

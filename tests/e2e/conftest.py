@@ -14,8 +14,10 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -27,6 +29,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+
+from tests.conftest import unprivileged as as_unprivileged
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_NAME = "focus-watcher.log"
@@ -150,19 +154,58 @@ def stacking_workers(daemon_pid: int) -> list[int]:
     return [worker for server in servers for worker in children(server)]
 
 
+class Watchdog:
+    """The systemd side of sd_notify for one daemon: the times of its WATCHDOG=1 pings (interval ``usec`` / 2)."""
+
+    def __init__(self, path: Path, usec: int = 1_000_000) -> None:
+        self.path = path
+        self.usec = usec
+        self.pings: list[float] = []
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+        self._socket.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(self.usec)}
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                lines = self._socket.recv(4096).decode(errors="replace").splitlines()
+            except TimeoutError:
+                continue
+            if "WATCHDOG=1" in lines:
+                self.pings.append(time.monotonic())
+
+    def longest_gap(self, since: float) -> float:
+        """Longest time without a ping from ``since`` (time.monotonic()) until now."""
+        times = [since, *(t for t in self.pings if t > since), time.monotonic()]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._socket.close()
+
+
 class Daemon:
     """One ``focus-watcher`` process (``run`` or ``once``) with its stderr captured to a file."""
 
-    def __init__(self, rig: Rig, command: str, config: Path, index: int) -> None:
+    def __init__(self, rig: Rig, command: str, config: Path, index: int, *, unprivileged: bool = False,
+                 env: dict[str, str] | None = None, prefix: list[str] | None = None, umask: int = -1) -> None:
         self.rig = rig
         self.command = command
         self.stderr_path = rig.root / f"daemon-{index}-{command}.stderr"
-        env = {key: value for key, value in os.environ.items() if not key.startswith("FOCUS_WATCHER_")}
-        env["PYTHONUNBUFFERED"] = "1"
+        full_env = {key: value for key, value in os.environ.items() if not key.startswith("FOCUS_WATCHER_")}
+        full_env.update(PYTHONUNBUFFERED="1", **(env or {}))
+        argv = [*(prefix or []), sys.executable, "-m", "watcher.cli", command, "--config", str(config)]
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "watcher.cli", command, "--config", str(config)],
-                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                as_unprivileged(argv) if unprivileged else argv,
+                cwd=REPO, env=full_env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, umask=umask,
                 start_new_session=True,  # own process group: teardown kills the daemon, forkserver and workers
             )
         self.pid = self.proc.pid
@@ -261,12 +304,14 @@ class Rig:
     def log(self) -> Path:
         return self.results / LOG_NAME
 
-    def config(self, name: str = "focus-watcher.toml", **sections: dict[str, Any]) -> Path:
+    def config(self, name: str = "focus-watcher.toml", results_folder: Path | None = None,
+               **sections: dict[str, Any]) -> Path:
         """Write a TOML config: :data:`DEFAULTS` updated by ``sections`` (``workers={"count": 1}``, ...)."""
         merged = {section: dict(values) for section, values in DEFAULTS.items()}
         for section, values in sections.items():
             merged.setdefault(section, {}).update(values)
-        lines = [f"hot_folder = {toml_value(self.hot)}", f"results_folder = {toml_value(self.results)}"]
+        lines = [f"hot_folder = {toml_value(self.hot)}",
+                 f"results_folder = {toml_value(results_folder or self.results)}"]
         for section, values in merged.items():
             lines.append(f"\n[{section}]")
             lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
@@ -274,8 +319,14 @@ class Rig:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, config: Path | None = None, command: str = "run", wait_ready: bool = True) -> Daemon:
-        daemon = Daemon(self, command, config or self.config(), len(self.daemons))
+    def start(self, config: Path | None = None, command: str = "run", wait_ready: bool = True, *,
+              unprivileged: bool = False, env: dict[str, str] | None = None, prefix: list[str] | None = None,
+              umask: int = -1) -> Daemon:
+        """Start a daemon; ``unprivileged``: with file permissions applying to it even when the tests run as
+        root (as the service user); ``env``: extra environment (e.g. :meth:`Watchdog.env`); ``prefix``: a
+        command that runs it (e.g. ``setpriv ...``); ``umask``: its umask."""
+        daemon = Daemon(self, command, config or self.config(), len(self.daemons), unprivileged=unprivileged,
+                        env=env, prefix=prefix, umask=umask)
         self.daemons.append(daemon)
         if wait_ready and command == "run":
             daemon.wait_ready()

@@ -21,8 +21,9 @@ def status(rig) -> dict:
 
 def test_once_stacks_what_is_complete_and_status_counts_done_failed_pending(rig, frames):
     """``focus-watcher once`` on a folder written a moment ago: waits for the frames to settle, stacks the four
-    complete stacks and the corrupt one (failed), leaves the incomplete one, exits 0. ``status --json`` counts
-    them before and after, and lists the failure."""
+    complete stacks and the corrupt one (failed), leaves the incomplete one, and exits 1 because work failed (the
+    README's promise); a second ``once`` with nothing new to do exits 0. ``status --json`` counts them before and
+    after, and lists the failure."""
     complete = write_openscan3_stacks(rig.hot, "cat", 1, {p: frames.stack(3, offset=p) for p in (4, 1, 3, 2)})
     corrupt_frames = frames.stack(3, offset=5)
     corrupt_frames[1] = b"this is not a JPEG at all \xff\xd9"  # ends like one: usable at once, fails to decode
@@ -34,7 +35,7 @@ def test_once_stacks_what_is_complete_and_status_counts_done_failed_pending(rig,
     assert (before["done"], before["failed"], before["pending"], before["unplaced"]) == (0, 0, 6, 1), before
 
     once = rig.start(command="once")
-    assert once.wait_exit(30) == 0, once.tail()
+    assert once.wait_exit(30) == 1, once.tail()
     assert count_by_stack(once.events(), "stack.done") == {s: 1 for s in complete}
     assert count_by_stack(once.events(), "stack.failed") == {corrupt[0]: 1}
     assert once.events("daemon.stopped")[0]["pending"] == 1
@@ -49,6 +50,10 @@ def test_once_stacks_what_is_complete_and_status_counts_done_failed_pending(rig,
 
     text = rig.cli("status")
     assert text.returncode == 0 and "done 4  failed 1  pending 1" in text.stdout, text.stdout
+
+    again = rig.start(command="once")
+    assert again.wait_exit(30) == 0, again.tail()
+    assert again.events("stack.started") == []
 
 
 def test_a_restart_redoes_nothing_but_stacks_again_a_stack_whose_frame_was_replaced(rig, frames):

@@ -20,6 +20,7 @@ import pytest
 
 from watcher.config import StackingSettings
 from watcher.report import PendingStack
+from watcher.report.paths import depth_thumbnail, thumbnail as thumbnail_path
 from watcher.service.naming import StackId
 from watcher.service.results import build_record
 from watcher.stacking.output import encode_image, thumbnail
@@ -69,8 +70,7 @@ class Night:
     def record_path(self, scan: str, name: str) -> Path:
         return self.folder(scan) / f"{self.stem(name)}.json"
 
-    def ok(self, scan: str, name: str, index: int, shares=None, changes=None, *, thumbs=True, warnings=(),
-           outputs_listed=False) -> Path:
+    def ok(self, scan: str, name: str, index: int, shares=None, changes=None, *, thumbs=True, warnings=()) -> Path:
         """An ok stack: result, depth map, thumbnails (unless ``thumbs`` is False: an older record) and record."""
         folder, stem = self.folder(scan), self.stem(name)
         folder.mkdir(parents=True, exist_ok=True)
@@ -85,14 +85,13 @@ class Night:
             for frame, share, change in zip(engine["frames"], shares, changes, strict=True):
                 frame["share"], frame["focus_change"] = share, change
         engine["warnings"] = list(warnings)
-        if thumbs:
-            (folder / f"{stem}.thumb.jpg").write_bytes(self.fused.thumb)
-            (folder / f"{stem}.depth.thumb.png").write_bytes(self.fused.depth_thumb)
+        if thumbs:  # where the worker writes them: in the report's folder
+            relative = self.record_path(scan, name).relative_to(self.results).as_posix()
+            for path, data in ((thumbnail_path(relative), self.fused.thumb),
+                               (depth_thumbnail(relative), self.fused.depth_thumb)):
+                (self.results / path).parent.mkdir(parents=True, exist_ok=True)
+                (self.results / path).write_bytes(data)
         record = self._record(scan, name, index, "ok", engine=engine)
-        if outputs_listed:  # as the worker will list them: paths relative to the results folder
-            relative = folder.relative_to(self.results).as_posix()
-            record["outputs"] = {"thumbnail": f"{relative}/{stem}.thumb.jpg",
-                                 "depth_thumbnail": f"{relative}/{stem}.depth.thumb.png"}
         return self._write(scan, name, record)
 
     def failed(self, scan: str, name: str, index: int, error: str) -> Path:
@@ -107,10 +106,11 @@ class Night:
         signature = tuple((f"{name}_fs{k:02d}.jpg", 4_000_000 + k, 1_714_590_000_000_000_000 + k)
                           for k in range(frames))
         started = NIGHT_START + 75.0 * index
-        output = (self.folder(scan) / f"{self.stem(name)}.jpg").relative_to(self.results)
+        output = (self.folder(scan) / f"{self.stem(name)}.jpg").relative_to(self.results).as_posix()
+        outputs = [{"path": output, "bytes": len(self.fused.image)}] if status == "ok" else []
         return build_record(StackId(scan, name), signature, status=status, reason="count", attempts=1,
                             started_at=started, finished_at=started + 4.0 + self.rng.random(),
-                            output=output, error=error, engine=engine)
+                            outputs=outputs, error=error, engine=engine)
 
     def _write(self, scan: str, name: str, record: dict) -> Path:
         path = self.record_path(scan, name)
@@ -154,8 +154,7 @@ def night(tmp_path, fused) -> Night:
             night.failed("proj/scan01", name, index, INTERNAL.format(repo=Path(__file__).resolve().parents[2]))
         else:
             warnings = ["pcb_003.jpg: alignment fell back to affine (homography implausible)"] if index == 11 else ()
-            night.ok("proj/scan01", name, index, *healthy_shares(night.rng), warnings=warnings,
-                     outputs_listed=index % 2 == 0)
+            night.ok("proj/scan01", name, index, *healthy_shares(night.rng), warnings=warnings)
     night.waiting("proj/scan01", "scan01_024")
     night.waiting("proj/scan01", "scan01_003")
     for index in range(6):

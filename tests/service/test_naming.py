@@ -8,6 +8,7 @@ import pytest
 from watcher.config import NamingSettings
 from watcher.service.naming import (
     NO_PATTERN,
+    NOT_A_STACK,
     ScanInfo,
     StackId,
     Unplaced,
@@ -18,6 +19,7 @@ from watcher.service.naming import (
     is_scan_archive,
     natural_key,
     parse_scan_json,
+    unbroken_prefix,
 )
 
 AUTO = NamingSettings()
@@ -100,7 +102,6 @@ def test_first_matching_rule_wins() -> None:
         "IMG_0001.jpg",  # camera names need mode fixed
         "DSC-0001.jpg",  # dash rule needs an underscore before the stack's last part
         "2024-01-01.jpg",
-        "scan01_129.jpg",  # OpenScan3 without focus stacking: nothing to stack
         "photo_f.jpg",
         "a_-3.jpg",
     ],
@@ -109,6 +110,22 @@ def test_unplaced_names_are_reported_with_a_reason(name: str) -> None:
     stacks, unplaced = group_files("", [name, "pos1_f0.jpg"], AUTO)
     assert stacks == {StackId("", "pos1"): ["pos1_f0.jpg"]}
     assert unplaced == [Unplaced(name, NO_PATTERN)]
+
+
+@pytest.mark.parametrize("name", ["scan01_129.jpg", "scan02_000.JPG", "thumbnail.jpg"])
+def test_openscan_photos_that_are_not_stacks_are_unplaced_quietly(name: str) -> None:
+    """OpenScan3 writes scanNN_PPP.jpg for scans without focus stacking, and a thumbnail.jpg per project:
+    expected files, not news (they used to log ~130 warnings per scan)."""
+    stacks, unplaced = group_files("", [name, "pos1_f0.jpg"], AUTO)
+    assert stacks == {StackId("", "pos1"): ["pos1_f0.jpg"]}
+    assert unplaced == [Unplaced(name, NOT_A_STACK, quiet=True)]
+
+
+def test_unbroken_prefix_tells_how_far_fixed_names_are_complete() -> None:
+    assert unbroken_prefix(["a1.jpg", "a2.jpg", "a4.jpg"]) == "a2.jpg"
+    assert unbroken_prefix(["IMG_0009.JPG", "IMG_0010.jpg", "IMG_0011.jpg"]) == "IMG_0011.jpg"
+    assert unbroken_prefix(["x.jpg", "y.jpg"]) == "x.jpg"
+    assert unbroken_prefix(["a1_f.jpg", "a2_g.jpg"]) == "a1_f.jpg"  # the text after the number differs
 
 
 def test_unplaced_names_are_never_lumped_together() -> None:
@@ -333,7 +350,7 @@ def test_parse_scan_json_real_looking() -> None:
     info = parse_scan_json(json.dumps(REAL_SCAN_JSON, indent=2))
     # stacking_task_status.status is OpenScan's own stacker, not the scan: it must not end the scan.
     assert info == ScanInfo(focus_stacks=5, status="running")
-    assert info.running
+    assert not info.ended
 
 
 @pytest.mark.parametrize(
@@ -353,7 +370,7 @@ def test_parse_scan_json_real_looking() -> None:
 )
 def test_parse_scan_json_status(status: str, running: bool) -> None:
     info = parse_scan_json(json.dumps({**REAL_SCAN_JSON, "status": status}))
-    assert info is not None and info.running is running
+    assert info is not None and info.ended is not running
 
 
 @pytest.mark.parametrize(
@@ -376,7 +393,7 @@ def test_parse_scan_json_partial_and_nested() -> None:
     assert parse_scan_json('{"focus_stacks": 6}') == ScanInfo(6, None)
     assert parse_scan_json('{"scan": {"status": "paused", "settings": {"focus_stacks": 3}}}') == ScanInfo(3, "paused")
     assert parse_scan_json('{"status": 3, "settings": "x"}') is None
-    assert ScanInfo(focus_stacks=4, status=None).running  # unknown status: more frames may come
+    assert not ScanInfo(focus_stacks=4, status=None).ended  # unknown status: more frames may come
 
 
 # --- expected_frames ---------------------------------------------------------------------------------------

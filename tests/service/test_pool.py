@@ -44,45 +44,45 @@ def run_to_end(pool: WorkerPool, timeout: float = 60):
 
 def test_a_stack_runs_in_a_worker_and_reports_its_record(frames, tmp_path):
     pool = WorkerPool(workers=1, budget_bytes=1 << 30, timeout_seconds=60)
-    pool.start(job(frames, tmp_path / "out.jpg"))
+    pool.submit(job(frames, tmp_path / "out.jpg"))
     [finished] = run_to_end(pool)
-    assert finished.kind == "ok" and finished.record["width"] == 1600
-    assert finished.record["worker_peak_rss_mb"] > 10
+    assert finished.outcome.kind == "ok" and finished.outcome.record["width"] == 1600
+    assert finished.outcome.record["worker_peak_rss_mb"] > 10
     assert cv2.imread(str(tmp_path / "out.jpg")).shape == (1200, 1600, 3)
 
 
 def test_a_stack_over_its_memory_limit_fails_alone_with_a_clear_message(frames, tmp_path):
     pool = WorkerPool(workers=1, budget_bytes=1 << 30, timeout_seconds=60)
-    pool.start(job(frames, tmp_path / "out.jpg", memory=20 << 20))  # far below what 1600x1200 needs
+    pool.submit(job(frames, tmp_path / "out.jpg", memory=20 << 20))  # far below what 1600x1200 needs
     [finished] = run_to_end(pool)
-    assert finished.kind == "failed" and finished.message.startswith("out of memory")
+    assert finished.outcome.kind == "failed" and finished.outcome.message.startswith("out of memory")
     assert not (tmp_path / "out.jpg").exists()
 
 
 def test_a_killed_worker_is_reported_as_died(frames, tmp_path):
     pool = WorkerPool(workers=1, budget_bytes=1 << 30, timeout_seconds=60)
-    pool.start(job(frames * 4, tmp_path / "out.jpg"))
+    pool.submit(job(frames * 4, tmp_path / "out.jpg"))
     os.kill(pool._running[0].process.pid, signal.SIGKILL)
     [finished] = run_to_end(pool)
-    assert finished.kind == "died" and "SIGKILL" in finished.message
+    assert finished.outcome.kind == "died" and "SIGKILL" in finished.outcome.message
 
 
 def test_a_stack_past_its_timeout_is_killed(frames, tmp_path):
     pool = WorkerPool(workers=1, budget_bytes=1 << 30, timeout_seconds=0.3)
-    pool.start(job(frames * 4, tmp_path / "out.jpg"))
+    pool.submit(job(frames * 4, tmp_path / "out.jpg"))
     [finished] = run_to_end(pool)
-    assert finished.kind == "timeout" and "timed out" in finished.message
+    assert finished.outcome.kind == "timeout" and "timed out" in finished.outcome.message
     assert pool.running == 0
 
 
 def test_the_budget_admits_stacks_while_their_estimates_fit(frames, tmp_path):
     pool = WorkerPool(workers=3, budget_bytes=500 << 20, timeout_seconds=60)
     assert pool.has_room_for(900 << 20)  # an idle pool always takes one stack
-    pool.start(job(frames, tmp_path / "a.jpg", estimate=300 << 20))
+    pool.submit(job(frames, tmp_path / "a.jpg", estimate=300 << 20))
     assert pool.has_room_for(200 << 20) and not pool.has_room_for(201 << 20)
-    pool.start(job(frames, tmp_path / "b.jpg", estimate=200 << 20))
+    pool.submit(job(frames, tmp_path / "b.jpg", estimate=200 << 20))
     assert not pool.has_room_for(1)  # budget full (and a third worker would be free)
     done = []
     while len(done) < 2:
         done += run_to_end(pool)
-    assert [f.kind for f in done] == ["ok", "ok"]
+    assert [f.outcome.kind for f in done] == ["ok", "ok"]

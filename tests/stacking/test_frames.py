@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zipfile
 
 import cv2
 import numpy as np
 import pytest
 
-from watcher.stacking.frames import FrameError, FrameSource, decode_frame, read_frame
+from tests.conftest import REPO, unprivileged
+from watcher.stacking.frames import (
+    FrameError,
+    FrameSource,
+    FrameUnavailable,
+    decode_frame,
+    max_file_bytes,
+    read_frame,
+    read_header,
+)
 from watcher.stacking.probe import ProbeError, jpeg_is_complete, probe_image
 
 RNG = np.random.default_rng(7)
@@ -99,5 +111,69 @@ def test_read_frame_from_file_and_from_zip_member(tmp_path):
     from_zip = read_frame(FrameSource("scan.zip:proj_1-0.png", tmp_path / "scan.zip", "proj_1-0.png"), max_pixels=10**6)
     np.testing.assert_array_equal(from_file.pixels, IMAGE)
     np.testing.assert_array_equal(from_zip.pixels, IMAGE)
-    with pytest.raises(FrameError, match="missing.jpg: cannot read"):
+    with pytest.raises(FrameUnavailable, match="missing.jpg: cannot read"):
         read_frame(FrameSource.of(tmp_path / "missing.jpg"), max_pixels=10**6)
+
+
+# --- what is opened, and how much is read (untrusted files) -----------------------------------------------
+
+
+def test_links_fifos_and_devices_are_refused_after_opening_never_followed_or_waited_on(tmp_path):
+    data = encode(IMAGE, ".jpg")
+    (tmp_path / "real.jpg").write_bytes(data)
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "real.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.jpg")  # nobody writes it: a plain open() would block forever
+    for name, what in (("link.jpg", "symbolic link"), ("zero.jpg", "symbolic link"), ("fifo.jpg", "a FIFO")):
+        with pytest.raises(FrameError, match=f"{name}: .*{what}"):
+            read_frame(FrameSource.of(tmp_path / name), max_pixels=10**6)
+
+
+def test_a_file_larger_than_any_frame_within_the_pixel_limit_is_not_read(tmp_path):
+    path = tmp_path / "huge.jpg"
+    with open(path, "wb") as handle:
+        handle.write(encode(IMAGE, ".jpg"))
+        handle.truncate(max_file_bytes(1000) + 1)  # sparse: costs no disk
+    with pytest.raises(FrameError, match=r"huge.jpg: \d+ bytes, over the limit"):
+        read_frame(FrameSource.of(path), max_pixels=1000)
+
+
+def test_a_zip_bomb_member_fails_its_frame_and_a_header_read_inflates_only_the_header(tmp_path):
+    bomb = tmp_path / "scan.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("owl_1_1-0.jpg", "w", force_zip64=True) as member:
+            member.write(encode(IMAGE, ".jpg")[:-2])
+            zeros = bytes(1 << 20)
+            for _ in range(256):  # 256 MiB of zeros: deflates to about 256 KiB
+                member.write(zeros)
+    source = FrameSource("owl_1_1-0.jpg", bomb, "owl_1_1-0.jpg")
+    with pytest.raises(FrameError, match=r"owl_1_1-0.jpg: the zip says it inflates .* \(a zip bomb\?\)"):
+        read_frame(source, max_pixels=10**9)
+    assert read_header(source).width == IMAGE.shape[1]  # 256 KiB inflated, not 256 MiB
+    with pytest.raises(FrameError, match="over the limit"):
+        read_frame(source, max_pixels=1000)
+
+
+def test_a_frame_that_changed_since_it_was_seen_is_unavailable_not_bad(tmp_path):
+    path = tmp_path / "a.png"
+    path.write_bytes(encode(IMAGE, ".png"))
+    info = path.stat()
+    seen = FrameSource(path.name, path, None, (info.st_size, info.st_mtime_ns))
+    assert read_frame(seen, max_pixels=10**6).pixels.shape == IMAGE.shape
+    path.write_bytes(encode(IMAGE[::-1], ".png") + b"x")
+    with pytest.raises(FrameUnavailable, match="a.png: changed since it was seen"):
+        read_frame(seen, max_pixels=10**6)
+
+
+def test_permission_denied_is_unavailable_not_bad(tmp_path):
+    """EACCES (a permission fixed a minute later, a share that blips) is the environment: the stack waits."""
+    path = tmp_path / "a.jpg"
+    path.write_bytes(encode(IMAGE, ".jpg"))
+    path.chmod(0)
+    code = ("import sys; from pathlib import Path; from watcher.stacking.frames import *\n"
+            "try:\n    read_frame(FrameSource.of(Path(sys.argv[1])), max_pixels=10**6)\n"
+            "except FrameUnavailable as exc:\n    print('unavailable', exc)\n"
+            "except FrameError as exc:\n    print('bad', exc)\n")
+    done = subprocess.run(unprivileged([sys.executable, "-c", code, str(path)]), capture_output=True, text=True,
+                          cwd=REPO, check=False)
+    assert done.stdout.strip() == "unavailable a.jpg: cannot read: Permission denied", done.stderr

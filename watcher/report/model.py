@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from watcher.focus_range import Advice, FrameMetrics, frame_metrics, scan_advice, stack_advice
+from watcher.report.paths import thumbnail
 
-THUMBNAIL_SUFFIX = ".thumb.jpg"
 DEPTH_SUFFIX = ".depth.png"
-DEPTH_THUMBNAIL_SUFFIX = ".depth.thumb.png"
 FAILURES_ON_INDEX = 3  # per scan; the scan page lists them all
 
 # An absolute path: a "/" not preceded by a word character, a dot, a colon or a slash (so "a/b", "1/2" and URLs
@@ -94,15 +93,15 @@ def is_record(data: object) -> bool:
 def entry_from_record(record: Mapping, path: str, stamp: tuple[int, int], exists) -> StackEntry:
     """The entry of a record read from ``path`` (relative to the results folder).
 
-    ``exists(relative_path) -> bool`` says whether an output file is there (the caller answers from a folder
-    listing it already has). Outputs are looked up where the record says (``output``, ``outputs``: relative to
-    the results folder, or absolute inside it), then beside the record under the usual names.
+    ``exists(relative_path) -> bool`` says whether a file is there (the caller answers from a folder listing it
+    already has). The result is looked up where the record says (``output``: relative to the results folder, or
+    absolute inside it), then beside the record; the thumbnail in the report's folder (:func:`paths.thumbnail`).
     """
     ok = record.get("status") == "ok"
     folder = PurePosixPath(path).parent
     stem = PurePosixPath(path).stem
     image = find_output(record.get("output"), folder, None, exists) if ok else None
-    outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
+    small = thumbnail(path)
     metrics = frame_metrics(record.get("frames") or []) if ok else None
     return StackEntry(
         record=path,
@@ -112,7 +111,7 @@ def entry_from_record(record: Mapping, path: str, stamp: tuple[int, int], exists
         error=redact(str(record["error"])) if record.get("error") else None,
         warnings=[redact(str(w)) for w in record.get("warnings") or []],
         image=image,
-        thumbnail=find_output(outputs.get("thumbnail"), folder, stem + THUMBNAIL_SUFFIX, exists) if ok else None,
+        thumbnail=small if ok and exists(small) else None,
         width=_int(record.get("width")),
         height=_int(record.get("height")),
         started_at=record.get("started_at"),

@@ -1,11 +1,12 @@
 """Where the report's pages live, relative to the results folder (one home for the report's layout).
 
-    index.html                          all scans
-    report/<scan folder>/index.html     one scan: a grid of its positions
-    report/<scan folder>/<stack>.html   one stack
+    index.html                                all scans
+    report/<scan folder>/index.html           one scan: a grid of its positions
+    report/<scan folder>/<stack>.html         one stack
+    report/<scan folder>/<stack>.thumb.jpg    its thumbnail, and <stack>.depth.thumb.png its depth map's
 
-Pages sit apart from the results, so a photogrammetry import of a results folder, or OpenScan's upload of a
-``stacked`` folder, never meets them. A scan's folder is where its records are, without the openscan layout's
+Pages and thumbnails sit apart from the results, so a photogrammetry import of a results folder, or OpenScan's
+upload of a ``stacked`` folder (which takes every .jpg in it), never meets them. A scan's folder is where its records are, without the openscan layout's
 trailing ``stacked``. All paths here are POSIX and relative to the results folder.
 """
 
@@ -45,6 +46,16 @@ def stack_page(record: str) -> str:
     stem = posixpath.splitext(posixpath.basename(record))[0]
     name = f"{stem}.stack.html" if stem.lower() == "index" else f"{stem}.html"
     return f"{scan_folder(scan_key(record))}/{name}"
+
+
+def thumbnail(record: str) -> str:
+    """The thumbnail of the stack whose record is ``record`` (written by the worker from the result in memory)."""
+    return f"{scan_folder(scan_key(record))}/{posixpath.splitext(posixpath.basename(record))[0]}.thumb.jpg"
+
+
+def depth_thumbnail(record: str) -> str:
+    """The thumbnail of that stack's depth map."""
+    return f"{scan_folder(scan_key(record))}/{posixpath.splitext(posixpath.basename(record))[0]}.depth.thumb.png"
 
 
 def scan_title(key: str) -> str:

@@ -7,14 +7,8 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 
 from watcher.report.html import duration, esc, link, page, when
-from watcher.report.model import (
-    DEPTH_SUFFIX,
-    DEPTH_THUMBNAIL_SUFFIX,
-    StackEntry,
-    find_output,
-    redact,
-)
-from watcher.report.paths import INDEX, scan_folder, scan_key, scan_page, scan_title, stack_page
+from watcher.report.model import DEPTH_SUFFIX, StackEntry, find_output, redact
+from watcher.report.paths import INDEX, depth_thumbnail, scan_folder, scan_key, scan_page, scan_title, stack_page
 from watcher.report.svg import frame_colour
 
 _BROWSER_IMAGES = (".jpg", ".jpeg", ".png")  # what every browser shows (not TIFF)
@@ -84,7 +78,6 @@ def _images(here: str, record: Mapping, entry: StackEntry, exists: Callable[[str
     if entry.status != "ok":
         return ""
     folder = PurePosixPath(entry.record).parent
-    outputs = record.get("outputs") if isinstance(record.get("outputs"), Mapping) else {}
     figures = []
     shown = entry.image if entry.image and entry.image.lower().endswith(_BROWSER_IMAGES) else entry.thumbnail
     if shown:
@@ -96,8 +89,8 @@ def _images(here: str, record: Mapping, entry: StackEntry, exists: Callable[[str
                        "</figcaption></figure>")
     else:
         figures.append('<figure><div class="box muted">The result file is not in the results folder.</div></figure>')
-    depth = find_output(outputs.get("depthmap"), folder, entry.stem + DEPTH_SUFFIX, exists)
-    depth_small = find_output(outputs.get("depth_thumbnail"), folder, entry.stem + DEPTH_THUMBNAIL_SUFFIX, exists)
+    depth = find_output(None, folder, entry.stem + DEPTH_SUFFIX, exists)
+    depth_small = depth_thumbnail(entry.record) if exists(depth_thumbnail(entry.record)) else None
     if depth or depth_small:
         figures.append(f'<figure><a href="{esc(link(here, depth or depth_small))}"><img src="'
                        f'{esc(link(here, depth_small or depth))}" alt="depth map of {esc(entry.name)}" '

@@ -19,11 +19,14 @@ rule that matches wins:
 
 The ``_f``/``_fs`` markers are matched case-insensitively. A name that matches none of these, such as a
 camera's ``IMG_0001.jpg``, is reported as unplaced ("name matches no known stack pattern"); such files
-need mode ``fixed``.
+need mode ``fixed``. Photos OpenScan writes that are not frames of a stack -- ``scanNN_PPP.jpg`` of a scan
+taken without focus stacking, a project's ``thumbnail.jpg`` -- are unplaced *quietly*: expected, not news.
 
 ``fixed`` sorts all names naturally and cuts them into stacks of ``naming.stack_size`` frames. A stack is
 named after the stem of its first frame, so the names of later stacks do not change when earlier stacks
-are archived or deleted. The last stack may be short while its frames are still arriving.
+are archived or deleted. The last stack may be short while its frames are still arriving, and a name that
+arrives late shifts the stacks after it: :func:`unbroken_prefix` tells how far the names are known to be
+complete.
 
 ``regex`` matches ``naming.pattern`` against the whole stem. Its named group ``stack`` names the stack
 and ``frame`` orders the frames; an optional non-empty ``scan`` group adds a sub-namespace below the
@@ -40,7 +43,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from watcher.config import NamingSettings
@@ -64,7 +67,11 @@ _AUTO_RULES = (
     re.compile(r"(?P<stack>.+_.+)-(?P<frame>\d+)", re.ASCII),
 )
 _IS_OPENSCAN3_STACK = re.compile(_OPENSCAN3_STACK, re.IGNORECASE | re.ASCII)
+# OpenScan3's photos of a scan taken without focus stacking, and the thumbnail it writes into each project.
+_OPENSCAN_NOT_STACKS = re.compile(rf"{_OPENSCAN3_STACK}|thumbnail", re.IGNORECASE | re.ASCII)
+NOT_A_STACK = "an OpenScan photo that is not part of a focus stack"
 _DIGIT_RUNS = re.compile(r"([0-9]+)")
+_LAST_NUMBER = re.compile(r"(.*?)([0-9]+)([^0-9]*)", re.ASCII)
 
 
 @dataclass(frozen=True, order=True)
@@ -97,10 +104,13 @@ class Unplaced:
         The file name as given.
     reason : str
         Human-readable explanation, for the log.
+    quiet : bool
+        Expected in the hot folder (OpenScan's own non-stack photos): ignored without a warning.
     """
 
     name: str
     reason: str
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,20 +130,21 @@ class ScanInfo:
     status: str | None
 
     @property
-    def running(self) -> bool:
-        """True unless the status says the scan has ended: until then it may still add frames."""
-        return self.status not in _ENDED_STATUSES
+    def ended(self) -> bool:
+        """True when the status says the scan has ended: it adds no more frames."""
+        return self.status in _ENDED_STATUSES
 
 
-def is_candidate(name: str, extensions: tuple[str, ...]) -> bool:
+def is_candidate(name: str, extensions: Collection[str]) -> bool:
     """Whether a file name may be a frame of a stack.
 
     Parameters
     ----------
     name : str
         File name (basename).
-    extensions : tuple of str
-        Accepted extensions with their dot, e.g. ``(".jpg", ".png")``; compared case-insensitively.
+    extensions : collection of str
+        Accepted extensions, lower-case with their dot, e.g. ``(".jpg", ".png")`` (as ``naming.extensions``
+        is); a name's extension matches in any case.
 
     Returns
     -------
@@ -151,8 +162,7 @@ def is_candidate(name: str, extensions: tuple[str, ...]) -> bool:
     lowered = name.lower()
     if _is_temp_or_system(name) or lowered.endswith(".json") or lowered.startswith("stacked_"):
         return False
-    extension = os.path.splitext(lowered)[1]
-    return extension in {ext.lower() for ext in extensions}
+    return os.path.splitext(lowered)[1] in extensions
 
 
 def is_scan_archive(name: str) -> bool:
@@ -279,6 +289,8 @@ def _place_auto(scan: str, name: str) -> tuple[StackId, str] | Unplaced:
         match = rule.fullmatch(stem)
         if match:
             return StackId(scan, match["stack"]), match["frame"]
+    if _OPENSCAN_NOT_STACKS.fullmatch(stem):
+        return Unplaced(name, NOT_A_STACK, quiet=True)
     return Unplaced(name, NO_PATTERN)
 
 
@@ -317,6 +329,37 @@ def _group_fixed(
             continue
         unplaced.extend(Unplaced(name, reason) for name in frames)
     return stacks, unplaced
+
+
+def unbroken_prefix(names: Iterable[str]) -> str | None:
+    """The last name of the unbroken sequence that the names start with, in natural order.
+
+    Names continue each other when they differ only in their last number, by one (``IMG_0009``, ``IMG_0010``;
+    extensions are ignored): then no name can still arrive between them. In ``fixed`` naming, stacks up to this
+    name cannot be shifted by a late arrival.
+
+    Examples
+    --------
+    >>> unbroken_prefix(["a4.jpg", "a1.jpg", "a2.jpg"])
+    'a2.jpg'
+    >>> unbroken_prefix([]) is None
+    True
+    """
+    ordered = sorted(set(names), key=natural_key)
+    if not ordered:
+        return None
+    last = ordered[0]
+    for name in ordered[1:]:
+        if not _continues(last, name):
+            break
+        last = name
+    return last
+
+
+def _continues(previous: str, name: str) -> bool:
+    a, b = _LAST_NUMBER.fullmatch(_stem(previous)), _LAST_NUMBER.fullmatch(_stem(name))
+    return (a is not None and b is not None and a[1].casefold() == b[1].casefold()
+            and a[3].casefold() == b[3].casefold() and int(b[2]) == int(a[2]) + 1)
 
 
 def expected_frames(stack: StackId, settings: NamingSettings, scan_info: ScanInfo | None) -> int | None:

@@ -7,7 +7,9 @@ start-up and every ``rescan_seconds`` covers what events miss: files already the
 
 What is trusted: only regular files and folders *inside* the hot folder. Symlinks (to files or folders) are
 never followed, so nothing outside the hot folder is read; hidden folders, OpenScan's ``metadata`` and
-``stacked`` folders, and the results folder (when it lies inside, as with the openscan layout) are skipped.
+``stacked`` folders, and the results folder (when it lies inside, as with the mirror layout) are skipped. Every
+read opens the file first and checks what was opened (:mod:`watcher.untrusted`): a FIFO or a link to
+``/dev/zero`` put where a frame or a scan.json was neither blocks the loop nor fills its memory.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import logging
 import os
 import queue
 import stat
-import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +27,17 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserverVFS
 
 from watcher.config import Settings
-from watcher.service.naming import is_candidate, is_scan_archive
+from watcher.service.archive import list_members
+from watcher.service.naming import ScanInfo, is_candidate, is_scan_archive, parse_scan_json
 from watcher.service.results import OPENSCAN_FOLDER
 from watcher.service.tracker import FileState
 from watcher.stacking.probe import jpeg_is_complete, png_is_complete
+from watcher.untrusted import UnsafeFile, read_regular, read_tail
 
 SCAN_JSON = "scan.json"
 _SKIPPED_FOLDERS = {OPENSCAN_FOLDER, "metadata"}
 _TAIL_BYTES = 4096
+_MAX_SCAN_JSON_BYTES = 1 << 20  # OpenScan3's scan.json is a few KiB
 
 
 @dataclass(frozen=True)
@@ -45,73 +48,131 @@ class Found:
     scan: str  # POSIX path of its folder relative to the hot folder ("" at the top); for an archive, its own path
     name: str
     path: Path
+    info: os.stat_result | None = None  # the walk's lstat of it (saves a second one)
 
 
 class HotFolder:
-    """The watched folder: what counts as a frame, where it belongs, and a look at it."""
+    """The watched folder: what counts as a frame, where it belongs, and a look at it.
+
+    The walk works on strings and ``os.scandir`` entries, not ``Path`` arithmetic: it runs over every file the hot
+    folder keeps (100 000 and more), at start-up and at every rescan.
+    """
 
     def __init__(self, root: Path, extensions: tuple[str, ...], exclude: Path | None = None) -> None:
         self.root = root.resolve()
-        self.extensions = extensions
-        self.exclude = exclude.resolve() if exclude is not None else None
+        self.extensions = frozenset(extensions)
+        self.exclude = str(exclude.resolve()) if exclude is not None else None
+        self._root = str(self.root)
 
     def walk(self, below: Path | None = None) -> Iterator[Found]:
-        """Every frame, scan archive and scan.json under the hot folder (or under ``below``), symlinks skipped."""
-        start = below if below is not None else self.root
-        for folder, dirs, files in os.walk(start, followlinks=False):
-            dirs[:] = sorted(d for d in dirs if self._walkable(Path(folder, d)))
-            for name in files:
-                found = self.locate(Path(folder, name))
-                if found is not None:
-                    yield found
+        """Every frame, scan archive and scan.json under the hot folder (or under ``below``), symlinks skipped.
+
+        Folders are visited in name order, one ``scandir`` each; the generator may be left between any two files.
+        """
+        start = str(below) if below is not None else self._root
+        scan = self._scan_of(start)
+        if scan is None:
+            return
+        todo = [(start, scan)]
+        while todo:
+            folder, scan = todo.pop()
+            try:
+                with os.scandir(folder) as listing:
+                    entries = sorted(listing, key=lambda entry: entry.name)
+            except OSError:
+                continue  # gone, or not readable now: the next walk tries again
+            subfolders = []
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if self._walkable_name(entry.name) and not self._excluded(entry.path):
+                        subfolders.append((entry.path, f"{scan}/{entry.name}" if scan else entry.name))
+                elif entry.is_file(follow_symlinks=False):
+                    found = self._classify(scan, entry.name, entry.path)
+                    if found is not None:
+                        try:
+                            yield Found(found.kind, found.scan, found.name, found.path, entry.stat(follow_symlinks=False))
+                        except OSError:
+                            continue  # gone between the listing and the stat
+            todo.extend(reversed(subfolders))
 
     def locate(self, path: Path) -> Found | None:
         """Classify ``path`` (absolute, inside the hot folder), or None if it is none of our business."""
-        try:
-            relative = path.relative_to(self.root)
-        except ValueError:
+        folder, name = os.path.split(str(path))
+        scan = self._scan_of(folder)
+        return None if scan is None else self._classify(scan, name, str(path))
+
+    def _scan_of(self, folder: str) -> str | None:
+        """The scan namespace of an absolute folder path, or None if it is not one we walk."""
+        if folder == self._root:
+            return ""
+        if not folder.startswith(self._root + "/") or self._excluded(folder):
             return None
-        parts = relative.parts
-        if not parts or any(not self._walkable_name(p) for p in parts[:-1]) or self._excluded(path):
-            return None
-        scan, name = "/".join(parts[:-1]), parts[-1]
+        relative = folder[len(self._root) + 1:]
+        return relative if all(self._walkable_name(part) for part in relative.split("/")) else None
+
+    def _classify(self, scan: str, name: str, path: str) -> Found | None:
         if name == SCAN_JSON:
-            return Found("scan_json", scan, name, path)
+            return Found("scan_json", scan, name, Path(path))
         if is_scan_archive(name):
-            return Found("archive", "/".join(parts), name, path)
+            return Found("archive", f"{scan}/{name}" if scan else name, name, Path(path))
         if is_candidate(name, self.extensions):
-            return Found("frame", scan, name, path)
+            return Found("frame", scan, name, Path(path))
         return None
 
-    def look(self, path: Path, previous: FileState | None = None) -> FileState | None:
+    def look(self, path: Path, previous: FileState | None = None,
+             info: os.stat_result | None = None) -> FileState | None:
         """Size, mtime and end-marker check of a regular file; None if it is gone or is not a regular file.
 
-        The file's tail is read only when its size or mtime differ from ``previous``: a rescan of thousands of
-        unchanged frames then costs one ``lstat`` each, not a read from the SD card.
+        The file's tail is read only when its size or mtime differ from ``previous`` (or its end marker was
+        missing): a rescan of thousands of unchanged frames then costs one ``lstat`` each, not a read from the SD
+        card. A tail that cannot be read now (no permission yet) counts as no end marker. ``info``: an lstat of
+        ``path`` made a moment ago (by the walk).
         """
         try:
-            info = os.lstat(path)
+            info = info or os.lstat(path)
         except OSError:
             return None
         if not stat.S_ISREG(info.st_mode):
             return None
-        unchanged = previous is not None and (previous.size, previous.mtime_ns) == (info.st_size, info.st_mtime_ns)
-        return FileState(
-            size=info.st_size,
-            mtime_ns=info.st_mtime_ns,
-            complete=previous.complete if unchanged else _has_end_marker(path, info.st_size),
-            age=max(0.0, time.time() - info.st_mtime),
-        )
+        if previous is not None and previous.complete and (previous.size, previous.mtime_ns) == (
+                info.st_size, info.st_mtime_ns):
+            return previous
+        try:
+            complete, info = _has_end_marker(path)
+        except UnsafeFile:
+            return None  # swapped for a link or a FIFO since the lstat
+        except FileNotFoundError:
+            return None
+        except OSError:
+            complete = False
+        return FileState(size=info.st_size, mtime_ns=info.st_mtime_ns, complete=complete)
 
-    def _walkable(self, folder: Path) -> bool:
-        return self._walkable_name(folder.name) and not folder.is_symlink() and not self._excluded(folder)
+    def archive_frames(self, path: Path) -> dict[str, int] | None:
+        """The frames a scan zip holds (member name -> claimed size), or None while it is not a readable zip.
+
+        Raises :class:`~watcher.service.archive.ArchiveRefused` for a zip that claims too much, ``OSError`` when
+        it cannot be read now.
+        """
+        listing = list_members(path)
+        if listing is None:
+            return None
+        return {name: size for name, size in listing.members.items() if self.locate(path.parent / name)}
+
+    @staticmethod
+    def scan_info(path: Path) -> ScanInfo | None:
+        """What an OpenScan3 scan.json says; None if it is unreadable, not a regular file, or over 1 MiB."""
+        try:
+            data, _info = read_regular(path, max_bytes=_MAX_SCAN_JSON_BYTES)
+        except (OSError, UnsafeFile):
+            return None
+        return parse_scan_json(data.decode("utf-8", errors="replace"))
 
     @staticmethod
     def _walkable_name(name: str) -> bool:
         return not name.startswith(".") and name not in _SKIPPED_FOLDERS
 
-    def _excluded(self, path: Path) -> bool:
-        return self.exclude is not None and (path == self.exclude or self.exclude in path.parents)
+    def _excluded(self, path: str) -> bool:
+        return self.exclude is not None and (path == self.exclude or path.startswith(self.exclude + "/"))
 
 
 def excluded_results(settings: Settings) -> Path | None:
@@ -120,28 +181,18 @@ def excluded_results(settings: Settings) -> Path | None:
     return None if settings.results.layout == "openscan" else settings.results_folder
 
 
-def archive_members(path: Path) -> list[zipfile.ZipInfo] | None:
-    """Members of a scan zip (flat ones only), or None while it is not a readable zip (still being written)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return [m for m in archive.infolist() if not m.is_dir() and "/" not in m.filename.strip("/")]
-    except (OSError, zipfile.BadZipFile):
-        return None
+def _has_end_marker(path: Path) -> tuple[bool, os.stat_result]:
+    """Whether the file ends with its format's end marker (JPEG FF D9, PNG IEND), and the fstat of what was read.
 
-
-def _has_end_marker(path: Path, size: int) -> bool:
+    TIFF and zips have none: the settle time alone decides.
+    """
     suffix = path.suffix.lower()
-    if suffix not in (".jpg", ".jpeg", ".png"):
-        return True  # TIFF has no end marker: the settle time alone decides
-    if size == 0:
-        return False
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, size - _TAIL_BYTES))
-            tail = handle.read(_TAIL_BYTES)
-    except OSError:
-        return False
-    return png_is_complete(tail) if suffix == ".png" else jpeg_is_complete(tail)
+    tail, info = read_tail(path, _TAIL_BYTES if suffix in (".jpg", ".jpeg", ".png") else 0)
+    if suffix == ".png":
+        return png_is_complete(tail), info
+    if suffix in (".jpg", ".jpeg"):
+        return info.st_size > 0 and jpeg_is_complete(tail), info
+    return True, info
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
-"""A bounded pool of worker processes: one process per stack, admitted under a memory budget.
+"""Where stacks run: the executor interface the daemon sees, and the local pool of worker processes.
 
-One process per stack, forked from a forkserver that has numpy and OpenCV loaded, rather than a
-``ProcessPoolExecutor``: when the OOM killer (or anyone) kills a worker, only that stack is affected -- an
+The daemon only ever *submits* a job (a :class:`~watcher.service.worker.JobSpec` and its memory estimate) and
+*collects* what finished (an :class:`~watcher.service.worker.Outcome` per job); :class:`Executor` is that whole
+interface, so another executor (a cluster) can stand in for :class:`WorkerPool`.
+
+The local pool runs one process per stack, forked from a forkserver that has numpy and OpenCV loaded, rather than
+a ``ProcessPoolExecutor``: when the OOM killer (or anyone) kills a worker, only that stack is affected -- an
 executor would break and fail every pending job -- and each stack starts with fresh memory, so nothing leaks
 from one stack into the next over a night.
 """
@@ -14,16 +18,18 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from typing import Protocol
 
-from watcher.service.worker import JobSpec, run
+from watcher.service.worker import DIED, TIMEOUT, JobSpec, Outcome, run
 
-_FORKSERVER_PRELOAD = ["watcher.service.worker"]
+# forkserver_init first: the forkserver ignores the process group's SIGINT/SIGTERM before anything else.
+_FORKSERVER_PRELOAD = ["watcher.service.forkserver_init", "watcher.service.worker"]
 
 
 @dataclass
 class Job:
     spec: JobSpec
-    estimate_bytes: int
+    estimate_bytes: int  # the stack's estimated peak memory
     attempt: int = 1
     context: dict = field(default_factory=dict)  # the daemon's bookkeeping, returned untouched
 
@@ -31,10 +37,31 @@ class Job:
 @dataclass
 class Finished:
     job: Job
-    kind: str  # "ok" | "failed" | "unwritable" | "died" | "timeout"
-    record: dict | None
-    message: str | None
+    outcome: Outcome
     seconds: float
+
+
+class Executor(Protocol):
+    """What runs stacks, as the daemon sees it."""
+
+    workers: int  # stacks that may run at once
+    budget: int  # bytes: the estimates of the running stacks sum to at most this (one stack always fits)
+
+    @property
+    def running(self) -> int:
+        """Stacks submitted and not yet collected."""
+
+    def has_room_for(self, estimate_bytes: int) -> bool:
+        """Whether a stack of this estimate may be submitted now."""
+
+    def submit(self, job: Job) -> None:
+        """Start ``job``; its outcome comes back from :meth:`collect`."""
+
+    def collect(self, timeout: float = 0.0) -> list[Finished]:
+        """Jobs that finished, waiting up to ``timeout`` s for the first."""
+
+    def shutdown(self, grace_seconds: float) -> list[Finished]:
+        """Let running jobs finish for up to ``grace_seconds``, then stop the rest (outcome ``died``)."""
 
 
 @dataclass
@@ -43,7 +70,7 @@ class _Running:
     process: multiprocessing.process.BaseProcess
     conn: Connection
     started: float
-    outcome: tuple | None = None
+    outcome: Outcome | None = None
 
 
 def _context():
@@ -55,7 +82,7 @@ def _context():
 
 
 class WorkerPool:
-    """Runs at most ``workers`` stacks at once, with estimated peaks summing to at most ``budget_bytes``."""
+    """The local :class:`Executor`: at most ``workers`` processes, estimated peaks summing to ``budget_bytes``."""
 
     def __init__(self, workers: int, budget_bytes: int, timeout_seconds: float) -> None:
         self.workers = workers
@@ -78,7 +105,7 @@ class WorkerPool:
             return False
         return not self._running or self.committed_bytes + estimate_bytes <= self.budget
 
-    def start(self, job: Job) -> None:
+    def submit(self, job: Job) -> None:
         receive, send = self._context.Pipe(duplex=False)
         process = self._context.Process(target=run, args=(job.spec, send), name=f"stack {job.spec.stack}")
         process.start()
@@ -99,7 +126,7 @@ class WorkerPool:
             if running.process.is_alive() and now - running.started > self.timeout:
                 running.process.kill()
                 running.process.join()
-                finished.append(self._finish(running, "timeout", None, f"timed out after {self.timeout:.0f} s"))
+                finished.append(self._finish(running, Outcome(TIMEOUT, f"timed out after {self.timeout:.0f} s")))
             elif not running.process.is_alive():
                 running.process.join()
                 self._receive(running)
@@ -115,7 +142,7 @@ class WorkerPool:
         for running in list(self._running):
             running.process.kill()
             running.process.join()
-            finished.append(self._finish(running, "died", None, "stopped: the daemon shut down"))
+            finished.append(self._finish(running, Outcome(DIED, "stopped: the daemon shut down")))
         return finished
 
     def _receive(self, running: _Running) -> None:
@@ -127,18 +154,15 @@ class WorkerPool:
 
     def _result(self, running: _Running) -> Finished:
         if running.outcome is not None:
-            kind, payload = running.outcome
-            if kind == "ok":
-                return self._finish(running, "ok", payload, None)
-            return self._finish(running, kind, None, payload)
+            return self._finish(running, running.outcome)
         code = running.process.exitcode
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             hint = " (likely the kernel's OOM killer)" if -code == signal.SIGKILL else ""
-            return self._finish(running, "died", None, f"worker killed by {name}{hint}")
-        return self._finish(running, "died", None, f"worker exited with status {code} without a result")
+            return self._finish(running, Outcome(DIED, f"worker killed by {name}{hint}"))
+        return self._finish(running, Outcome(DIED, f"worker exited with status {code} without a result"))
 
-    def _finish(self, running: _Running, kind: str, record: dict | None, message: str | None) -> Finished:
+    def _finish(self, running: _Running, outcome: Outcome) -> Finished:
         self._running.remove(running)
         running.conn.close()
-        return Finished(running.job, kind, record, message, time.monotonic() - running.started)
+        return Finished(running.job, outcome, time.monotonic() - running.started)

@@ -1,9 +1,12 @@
 """The results folder: where each stack's outputs live, and whether a stack is already done.
 
 "Done" is on disk, not in memory: a stack is done when its JSON record says ``ok`` or ``failed`` for exactly
-the inputs (names, sizes, mtimes) it has now. So a restart, after a clean stop or a ``kill -9``, needs no other
-state, and changed inputs (a frame replaced) are stacked again. Every file is written atomically; a record is
-written last, after the image, so it is the commit point of a stack.
+the inputs (names, sizes, mtimes) it has now, *and* every output the record lists is still there with the size it
+was written with (a result deleted by hand, or by OpenScan's "delete photos", is made again). So a restart, after
+a clean stop or a ``kill -9``, needs no other state, and changed inputs (a frame replaced) are stacked again.
+Every file is written atomically; a record is written last, after the image, so it is the commit point of a stack.
+A record that does not parse as ours (a JSON list, a record without ``inputs``, a foreign ``*.json`` in an
+openscan ``stacked`` folder) counts as absent.
 
 Layouts (``results.layout``):
 
@@ -11,7 +14,12 @@ Layouts (``results.layout``):
   a zip scan ``2024-...-owl.zip`` becomes the folder ``2024-...-owl``.
 - ``openscan``: ``<results>/<scan path>/stacked/stacked_<stack>.jpg`` (and ``.json``), where OpenScan3's own
   stacker puts its results, so the firmware's upload finds them. Point ``results_folder`` at the projects
-  folder (it may then equal ``hot_folder``; ``stacked`` folders are never watched).
+  folder (it may then equal ``hot_folder``; ``stacked`` folders are never watched). A ``stacked`` folder we
+  create takes the scan folder's group, with group read/write and setgid, so the firmware (running as another
+  user in that group) can list, upload and delete what we write.
+
+Results are written only through real folders: a folder below the results folder that is a symlink (a
+``stacked`` link pointing elsewhere) is refused, never written through.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,13 +38,28 @@ from watcher.atomic import fsync_folder, is_temp_name, write_atomic
 from watcher.config import ResultsSettings
 from watcher.service.naming import StackId, is_safe_component
 from watcher.service.tracker import Signature
+from watcher.stacking.output import FORMATS
+from watcher.untrusted import UnsafeFile, read_regular
 
 LOG_NAME = "focus-watcher.log"
 OPENSCAN_FOLDER = "stacked"
+_MAX_RECORD_BYTES = 16 << 20
 
 
 class UnsafePathError(ValueError):
     """A stack id that would place a file outside the results folder."""
+
+
+class UnsafeFolder(ValueError):
+    """A folder on the way to a result is a symlink or a file: nothing is written through it."""
+
+
+class UnreadableRecord(ValueError):
+    """A record file that exists but does not parse as one of ours."""
+
+
+class InputsChanged(RuntimeError):
+    """An input is no longer what was stacked: it is not archived or deleted."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +69,71 @@ class StackPaths:
     depthmap: Path
 
 
+@dataclass(frozen=True)
+class Record:
+    """What a stack's JSON record says, checked: the fields "done" and ``status`` rely on."""
+
+    stack: str
+    status: str  # "ok" | "failed"
+    signature: Signature
+    outputs: tuple[tuple[str, int | None], ...]  # (path relative to the results folder, size in bytes or None)
+    error: str | None
+    finished_at: str
+
+
+def parse_record(data: bytes) -> Record:
+    """Check a record file's content; raise :class:`UnreadableRecord` saying what is wrong."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableRecord(f"not JSON ({exc})") from None
+    return record_from(raw)
+
+
+def record_from(raw: object) -> Record:
+    """Check a decoded record (see :func:`parse_record`)."""
+    if not isinstance(raw, dict):
+        raise UnreadableRecord(f"a JSON {type(raw).__name__}, not an object")
+    stack, status, inputs = raw.get("stack"), raw.get("status"), raw.get("inputs")
+    if not isinstance(stack, str) or status not in ("ok", "failed"):
+        raise UnreadableRecord("no 'stack', or a 'status' other than ok/failed")
+    if not isinstance(inputs, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("name"), str) and _is_int(i.get("size"))
+        and _is_int(i.get("mtime_ns")) for i in inputs
+    ):
+        raise UnreadableRecord("'inputs' is not a list of {name, size, mtime_ns}")
+    outputs = raw.get("outputs")
+    if outputs is None:  # written before outputs were recorded: the image must exist, whatever its size
+        outputs = [{"path": raw["output"], "bytes": None}] if isinstance(raw.get("output"), str) else []
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("path"), str) and (o.get("bytes") is None or _is_int(o["bytes"]))
+        for o in outputs
+    ):
+        raise UnreadableRecord("'outputs' is not a list of {path, bytes}")
+    error, finished = raw.get("error"), raw.get("finished_at")
+    return Record(
+        stack=stack,
+        status=status,
+        signature=tuple((i["name"], i["size"], i["mtime_ns"]) for i in inputs),
+        outputs=tuple((o["path"], o["bytes"]) for o in outputs),
+        error=error if isinstance(error, str) else None,
+        finished_at=finished if isinstance(finished, str) else "",
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class ResultStore:
     """Paths, records and input disposal for one results folder."""
 
     def __init__(self, root: Path, settings: ResultsSettings, output_format: str) -> None:
         self.root = root
         self.settings = settings
-        self.extension = {"jpg": ".jpg", "png": ".png", "tif": ".tif"}[output_format]
+        self.extension = FORMATS[output_format]
+
+    # --- where -------------------------------------------------------------------------------------------
 
     def paths(self, stack: StackId) -> StackPaths:
         """Where ``stack``'s outputs go. Raises :class:`UnsafePathError` for ids that would leave the folder."""
@@ -65,42 +147,98 @@ class ResultStore:
             folder, stem = folder / OPENSCAN_FOLDER, f"stacked_{stack.stack}"
         else:
             stem = stack.stack
-        return StackPaths(
-            image=folder / (stem + (".jpg" if self.settings.layout == "openscan" else self.extension)),
-            record=folder / f"{stem}.json",
-            depthmap=folder / f"{stem}.depth.png",
-        )
+        return StackPaths(image=folder / (stem + self.extension), record=folder / f"{stem}.json",
+                          depthmap=folder / f"{stem}.depth.png")
 
-    def read_record(self, stack: StackId) -> dict | None:
+    def prepare(self, stack: StackId) -> StackPaths:
+        """:meth:`paths`, with their folder created below the results folder, one real folder at a time.
+
+        Raises :class:`UnsafePathError` for an unsafe id, :class:`UnsafeFolder` if a folder on the way is a
+        symlink or a file, ``OSError`` if one cannot be created (full, read-only: try again later).
+        """
+        paths = self.paths(stack)
+        current = self.root
+        for part in paths.record.parent.relative_to(self.root).parts:
+            parent, current = current, current / part
+            try:
+                os.mkdir(current)
+                created = True
+            except FileExistsError:
+                created = False
+            info = os.lstat(current)
+            if not stat.S_ISDIR(info.st_mode):
+                what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder"
+                raise UnsafeFolder(f"{current} is {what}: results are written only through real folders")
+            if created and part == OPENSCAN_FOLDER and self.settings.layout == "openscan":
+                _share_with(current, os.lstat(parent))
+        return paths
+
+    # --- done? -------------------------------------------------------------------------------------------
+
+    def load(self, stack: StackId) -> Record | None:
+        """The stack's record, or None if there is none. Raises :class:`UnreadableRecord` for one not ours."""
         try:
-            return json.loads(self.paths(stack).record.read_text())
-        except (OSError, ValueError):
+            data, _info = read_regular(self.paths(stack).record, max_bytes=_MAX_RECORD_BYTES)
+        except FileNotFoundError:
             return None
+        except UnsafeFile as exc:
+            raise UnreadableRecord(str(exc)) from None
+        except OSError as exc:
+            raise UnreadableRecord(f"cannot read it: {exc.strerror or exc}") from None
+        return parse_record(data)
 
-    def done(self, stack: StackId, signature: Signature) -> str | None:
-        """``"ok"`` or ``"failed"`` if a record exists for exactly these inputs, else None."""
-        record = self.read_record(stack)
-        if record is None or signature_of(record) != signature:
+    def done(self, stack: StackId, signature: Signature) -> Record | None:
+        """The record saying ``stack`` is done with these inputs, with its outputs intact; else None.
+
+        When inputs are disposed of after success, a stack whose frames are some of an ``ok`` record's inputs,
+        unchanged, is one whose disposal was interrupted: it is done too (the rest is disposed of, never stacked
+        again from what is left). Raises :class:`UnreadableRecord` for a record that is not ours.
+        """
+        record = self.load(stack)
+        if record is None or not self.intact(record):
             return None
-        status = record.get("status")
-        return status if status in ("ok", "failed") else None
+        if record.signature == signature:
+            return record
+        leftover = record.status == "ok" and self.settings.after_success != "keep"
+        if leftover and signature and set(signature) < set(record.signature):
+            return record
+        return None
+
+    def intact(self, record: Record) -> bool:
+        """Every output the record lists is a regular file of the recorded size."""
+        for relative, size in record.outputs:
+            try:
+                info = os.lstat(self.root / relative)
+            except OSError:
+                return False
+            if not stat.S_ISREG(info.st_mode) or (size is not None and info.st_size != size):
+                return False
+        return True
+
+    def records(self) -> Iterator[Record]:
+        """Every stack record under the results folder (for ``status``); files that are not records are skipped."""
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if not name.endswith(".json") or is_temp_name(name):
+                    continue
+                try:
+                    yield parse_record(read_regular(Path(folder, name), max_bytes=_MAX_RECORD_BYTES)[0])
+                except (OSError, UnsafeFile, UnreadableRecord):
+                    continue
+
+    # --- writing -----------------------------------------------------------------------------------------
 
     def write_record(self, stack: StackId, record: dict) -> Path:
-        path = self.paths(stack).record
+        path = self.prepare(stack).record
         write_atomic(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
         return path
 
-    def records(self) -> Iterator[dict]:
-        """Every stack record under the results folder (for ``status``)."""
-        for path in self.root.rglob("*.json"):
-            if is_temp_name(path.name):
-                continue
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict) and "stack" in record and "status" in record:
-                yield record
+    def output_sizes(self, stack: StackId, image: bool, depthmap: bool) -> list[dict]:
+        """``[{"path", "bytes"}]`` of the outputs just written, for the record."""
+        paths = self.paths(stack)
+        chosen = [path for path, wanted in ((paths.image, image), (paths.depthmap, depthmap)) if wanted]
+        return [{"path": str(p.relative_to(self.root)), "bytes": os.lstat(p).st_size} for p in chosen]
 
     def remove_stale_temp_files(self) -> int:
         """Delete temp files left by a crash mid-write (they never carry a final name). Returns how many."""
@@ -115,25 +253,64 @@ class ResultStore:
                     removed += 1
         return removed
 
-    def dispose_inputs(self, scan: str, files: list[Path]) -> str:
-        """After a durable ``ok`` record: keep, archive or delete the stack's input files. Returns what was done."""
+    def dispose_inputs(self, folder: Path, scan: str, inputs: Signature) -> str:
+        """After a durable ``ok`` record: archive or delete the stack's input files. Returns what was done.
+
+        Only inputs that are still exactly what was stacked are touched: if any was replaced since, nothing is
+        (:class:`InputsChanged`), and the stack is simply pending again with its new frame. Inputs already gone
+        (a disposal interrupted by a crash) are skipped.
+        """
         action = self.settings.after_success
         if action == "keep":
             return "kept"
-        for path in files:
+        present = [(folder / name, size, mtime) for name, size, mtime in inputs if _unchanged(folder / name, size,
+                                                                                               mtime)]
+        for path, size, mtime in present:
+            if not _unchanged(path, size, mtime):  # replaced in the last moment: it wins
+                raise InputsChanged(f"{path.name} changed since it was stacked")
             if action == "delete":
                 path.unlink(missing_ok=True)
                 continue
-            target = self.settings.archive_folder.joinpath(*[p for p in scan.split("/") if p], path.name)
+            target = _free_name(self.settings.archive_folder.joinpath(*[p for p in scan.split("/") if p], path.name))
             target.parent.mkdir(parents=True, exist_ok=True)
             _move_durably(path, target)
-        for folder in {path.parent for path in files}:
+        if present:
             fsync_folder(folder)
         return "archived" if action == "archive" else "deleted"
 
 
-def signature_of(record: dict) -> Signature:
-    return tuple((i["name"], int(i["size"]), int(i["mtime_ns"])) for i in record.get("inputs", ()))
+def _unchanged(path: Path, size: int, mtime_ns: int) -> bool:
+    """True if ``path`` is the regular file that was stacked; False if it is gone; raises if it changed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or (info.st_size, info.st_mtime_ns) != (size, mtime_ns):
+        raise InputsChanged(f"{path.name} changed since it was stacked")
+    return True
+
+
+def _share_with(folder: Path, parent: os.stat_result) -> None:
+    """Give a new ``stacked`` folder its scan folder's group, group rwx and setgid (files inherit the group).
+
+    The service runs as its own user (umask 0027); OpenScan3 runs as ``openscan`` and must still list, upload
+    and delete what is in ``stacked``: the service user is in the scan folder's group (the unit's
+    ``SupplementaryGroups=``), so it may hand the folder to that group.
+    """
+    try:
+        os.chown(folder, -1, parent.st_gid)
+    except PermissionError:
+        return  # not in that group: the folder stays ours alone (doctor says how to fix the unit)
+    os.chmod(folder, stat.S_ISGID | 0o770 | (parent.st_mode & 0o005))
+
+
+def _free_name(target: Path) -> Path:
+    """``target``, or ``name.2.jpg``, ``name.3.jpg``, ... if taken: archiving never overwrites an older input."""
+    candidate, n = target, 1
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = target.with_name(f"{target.stem}.{n}{target.suffix}")
+    return candidate
 
 
 def _move_durably(source: Path, target: Path) -> None:
@@ -158,11 +335,13 @@ def build_record(
     attempts: int,
     started_at: float,
     finished_at: float,
-    output: Path | None,
+    outputs: list[dict],
     error: str | None = None,
     engine: dict | None = None,
+    warnings: list[str] | None = None,
+    fallback: dict | None = None,
 ) -> dict:
-    """The JSON record of one stack: what went in, what happened, and (if it ran) the engine's account."""
+    """The JSON record of one stack: what went in, what happened, what it wrote, and the engine's account."""
     record = {
         "stack": str(stack),
         "scan": stack.scan,
@@ -171,13 +350,17 @@ def build_record(
         "error": error,
         "complete_because": reason,
         "inputs": [{"name": name, "size": size, "mtime_ns": mtime} for name, size, mtime in signature],
-        "output": str(output) if output is not None and status == "ok" else None,
+        "output": outputs[0]["path"] if outputs else None,
+        "outputs": outputs,
+        "fallback": fallback,
         "attempts": attempts,
         "started_at": datetime.fromtimestamp(started_at).astimezone().isoformat(timespec="seconds"),
         "finished_at": datetime.fromtimestamp(finished_at).astimezone().isoformat(timespec="seconds"),
         "duration_seconds": round(finished_at - started_at, 3),
         "software": f"focus-watcher {__version__}",
+        "warnings": list(warnings or []),
     }
     if engine:
+        record["warnings"] = engine.get("warnings", []) + record["warnings"]
         record.update({key: value for key, value in engine.items() if key not in record and key != "outputs"})
     return record

@@ -1,21 +1,26 @@
-"""`focus-watcher status`: what the results folder says, and what in the hot folder is still to do."""
+"""`focus-watcher status`: what the results folder says, and what in the hot folder is still to do.
+
+It reads only, so it works beside a running daemon. It counts as the daemon decides: the same naming, the same
+input signature (the tracker's), and "done" meaning a record for the current inputs whose outputs are still there.
+"""
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass, field
 
 from watcher.config import Settings
-from watcher.service.naming import StackId, group_files
-from watcher.service.observer import HotFolder, archive_members, excluded_results
-from watcher.service.results import ResultStore, signature_of
+from watcher.service.naming import StackId
+from watcher.service.archive import ArchiveRefused
+from watcher.service.observer import HotFolder, excluded_results
+from watcher.service.results import ResultStore, UnreadableRecord
+from watcher.service.tracker import FileState, StackTracker
 
 
 @dataclass
 class Summary:
-    done: int = 0
+    done: int = 0  # ok records whose outputs are intact
     failed: int = 0
-    pending: int = 0  # stacks in the hot folder without a record for their current inputs
+    pending: int = 0  # stacks in the hot folder without a record for their current inputs (or whose result is gone)
     unplaced: int = 0
     last_errors: list[tuple[str, str, str]] = field(default_factory=list)  # (finished_at, stack, error)
 
@@ -25,45 +30,45 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
     store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
     summary = Summary()
     failures = []
-    records = {}
     for record in store.records():
-        records[record["stack"]] = record
-        if record["status"] == "ok":
+        if not store.intact(record):
+            continue  # its result was deleted: not done (pending, if its inputs are still there)
+        if record.status == "ok":
             summary.done += 1
-        elif record["status"] == "failed":
+        else:
             summary.failed += 1
-            failures.append((record.get("finished_at", ""), record["stack"], record.get("error") or ""))
+            failures.append((record.finished_at, record.stack, record.error or ""))
     summary.last_errors = sorted(failures, reverse=True)[:errors]
-    pending, summary.unplaced = pending_stacks(settings, records)
+    pending, summary.unplaced = pending_stacks(settings, store)
     summary.pending = len(pending)
     return summary
 
 
-def pending_stacks(settings: Settings, records: dict[str, dict]) -> tuple[list[StackId], int]:
-    """The stacks in the hot folder without a record for their current inputs, and the number of unplaced files.
-
-    ``records`` maps stack ids (``str(StackId)``) to their records.
-    """
+def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId], int]:
+    """The stacks in the hot folder that are not done with their current inputs (or whose result is gone), and
+    the number of files no stack can take -- as the daemon would see them (for ``status`` and the report)."""
     if not settings.hot_folder.is_dir():
         return [], 0
     folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
-    names: dict[str, dict[str, tuple[int, int]]] = collections.defaultdict(dict)
+    tracker = StackTracker(settings.naming, settings.completeness)
     for found in folder.walk():
         if found.kind == "frame":
-            state = folder.look(found.path)
-            if state is not None:
-                names[found.scan][found.name] = (state.size, state.mtime_ns)
+            tracker.observe(found.scan, found.name, folder.look(found.path))
         elif found.kind == "archive":
             state = folder.look(found.path)
-            for member in archive_members(found.path) or []:
-                names[found.scan][member.filename] = (member.file_size, state.mtime_ns if state else 0)
-    pending, unplaced = [], 0
-    for scan, files in names.items():
-        stacks, misfits = group_files(scan, files, settings.naming)
-        unplaced += len(misfits)
-        for stack, frames in stacks.items():
-            record = records.get(str(stack))
-            current = tuple((name, *files[name]) for name in frames)
-            if record is None or signature_of(record) != current:
-                pending.append(stack)
+            try:
+                members = folder.archive_frames(found.path) or {}
+            except (ArchiveRefused, OSError):
+                members = {}
+            for name, size in members.items():
+                tracker.observe(found.scan, name, FileState(size, state.mtime_ns if state else 0, True))
+    unplaced = sum(1 for _scan, item in tracker.take_unplaced() if not item.quiet)
+    pending = []
+    for stack, signature in tracker.stacks():
+        try:
+            record = store.done(stack, signature)
+        except UnreadableRecord:
+            record = None
+        if record is None:
+            pending.append(stack)
     return pending, unplaced

@@ -1,8 +1,16 @@
 """What runs inside a worker process: one stack, under a memory limit, reported back over a pipe.
 
 This is the only bridge between the daemon and the engine: it calls :func:`watcher.stacking.pipeline.stack_to_file`
-and sends back the engine's record or a classified error. Imported by the forkserver at start-up, so numpy and
-OpenCV are loaded once and each worker forks ready to go.
+and sends back an :class:`Outcome`. Imported by the forkserver at start-up, so numpy and OpenCV are loaded once
+and each worker forks ready to go.
+
+Errors are sorted by what can fix them:
+
+- the **content** (a truncated, garbage, mismatched or oversized frame, a symlink where a frame was): retrying
+  cannot help, the stack fails with a record (``failed``);
+- the **environment** while reading (permission denied, an I/O error, a share that blips, a frame replaced or
+  removed since it was seen): the stack waits and is tried again (``unavailable``);
+- the environment while writing (disk full, read-only): the same (``unwritable``).
 """
 
 from __future__ import annotations
@@ -10,7 +18,6 @@ from __future__ import annotations
 import os
 import resource
 import select
-import signal
 import threading
 import traceback
 from dataclasses import dataclass
@@ -19,9 +26,22 @@ from pathlib import Path
 
 import cv2
 
+from watcher.atomic import write_atomic
 from watcher.config import StackingSettings
-from watcher.stacking.frames import FrameError, FrameSource
+from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable
+from watcher.stacking.output import encode_image
 from watcher.stacking.pipeline import StackError, stack_to_file
+from watcher.stacking.probe import probe_image
+from watcher.stacking.sharpest import sharpest_frame
+
+# What a stack's run can come to. The worker reports the first four; the pool adds the last two.
+OK = "ok"  # the result and its record are written
+FAILED = "failed"  # the content is bad: a retry cannot fix it
+UNAVAILABLE = "unavailable"  # an input could not be read now (environment): wait, try again
+UNWRITABLE = "unwritable"  # the result could not be written (disk full, read-only): wait, try again
+DIED = "died"  # the worker process ended without an outcome (killed, crashed)
+TIMEOUT = "timeout"  # it ran past workers.stack_timeout_seconds and was killed
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -35,36 +55,64 @@ class JobSpec:
     memory_limit_bytes: int  # on top of what the worker process already uses when it starts
     threads: int
     daemon_pid: int  # the worker ends itself when this process dies
+    fallback: bool = False  # on failure, place the sharpest readable frame at ``image``
 
 
-# Outcomes sent back: ("ok", record) | ("failed", message) for input problems, which a retry cannot fix |
-# ("unwritable", message) when the result could not be written (disk full, read-only): retry later.
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # one of the kinds above
+    message: str | None = None  # what went wrong, for every kind but OK
+    record: dict | None = None  # OK: the engine's record
+    fallback: dict | None = None  # FAILED with a fallback image: {"frame": name, "index": position}
 
 
 def run(spec: JobSpec, conn: Connection) -> None:
-    """Worker process entry point."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle
+    """Worker process entry point. (SIGINT and SIGTERM are ignored from birth: see forkserver_init.)"""
     _end_with(spec.daemon_pid)
     limit = _limit_memory(spec.memory_limit_bytes)
-    out_of_memory = ("failed", f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB")
+    out_of_memory = f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB"
     cv2.setNumThreads(spec.threads)
     try:
         record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap)
         record["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        outcome = ("ok", record)
+        outcome = Outcome(OK, record=record)
+    except FrameUnavailable as exc:
+        outcome = Outcome(UNAVAILABLE, str(exc))
     except (FrameError, StackError) as exc:
-        outcome = ("failed", str(exc))
+        outcome = _failed(spec, str(exc))
     except MemoryError:
-        outcome = out_of_memory
+        outcome = _failed(spec, out_of_memory)
     except cv2.error as exc:
         message = str(exc).strip().splitlines()[-1]
-        outcome = out_of_memory if "Insufficient memory" in message else ("failed", f"OpenCV error: {message}")
-    except OSError as exc:  # reading frames raises FrameError, so this is writing the result
-        outcome = ("unwritable", f"cannot write the result: {exc}")
+        outcome = _failed(spec, out_of_memory if "Insufficient memory" in message else f"OpenCV error: {message}")
+    except OSError as exc:  # reading frames raises FrameError or FrameUnavailable, so this is writing the result
+        outcome = Outcome(UNWRITABLE, f"cannot write the result: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bug must fail one stack, not leave it looping
-        outcome = ("failed", f"internal error: {type(exc).__name__}: {exc} | {traceback.format_exc(limit=-3)}")
+        outcome = _failed(spec, f"internal error: {type(exc).__name__}: {exc} | {traceback.format_exc(limit=-3)}")
     conn.send(outcome)
     conn.close()
+
+
+def _failed(spec: JobSpec, message: str) -> Outcome:
+    """A failed stack; with ``spec.fallback``, its sharpest readable frame is written where the result goes."""
+    if not spec.fallback:
+        return Outcome(FAILED, message)
+    try:
+        best = sharpest_frame(spec.sources, spec.settings)
+        if best is None:
+            return Outcome(FAILED, message + " (no frame readable for a fallback image)")
+        wanted = spec.settings.output_format
+        if wanted == "jpg" and probe_image(best.data, whole_file=False).format == "jpeg":
+            data = best.data  # the camera's own file, EXIF and all
+        else:
+            data = encode_image(best.frame.pixels, wanted, jpeg_quality=spec.settings.jpeg_quality,
+                                exif=best.frame.exif)[0]
+        write_atomic(spec.image, data)
+    except OSError as exc:
+        return Outcome(UNWRITABLE, f"cannot write the fallback image: {exc}")
+    except MemoryError:
+        return Outcome(FAILED, message + " (out of memory choosing a fallback image)")
+    return Outcome(FAILED, message, fallback={"frame": best.frame.name, "index": best.index})
 
 
 def _end_with(daemon_pid: int) -> None:

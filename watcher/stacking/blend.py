@@ -20,14 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import get_args
 
 import cv2
 import numpy as np
 
+from watcher.config import BlendMethod
 from watcher.stacking.align import warp_block, warp_frame
 from watcher.stacking.output import SHARPEN_MARGIN, to_output_dtype, unsharp_mask
 
-BLENDS = ("weighted", "guided_weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick")
+BLENDS = get_args(BlendMethod)  # the names live in the settings model
 SOFT, SHARP = 0.5, 0.15  # kernel half-transitions h, in frames
 _ROWS = 128  # rows per strip: keeps temporaries small for 64 MP frames
 _RUN_GAP = 256  # px: columns without weight between two runs of a strip are warped anyway when fewer than this

@@ -11,10 +11,14 @@ stage (:mod:`watcher.stacking.depth`) takes over.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import cv2
 import numpy as np
 
-MEASURES = ("laplacian_var", "tenengrad", "sml")
+from watcher.config import FocusMeasure
+
+MEASURES = get_args(FocusMeasure)  # the names live in the settings model
 # Energy floor: far below sensor noise (8-bit noise of 1 level gives ~1e-5), so it only matters on perfectly flat
 # (e.g. clipped) areas, where all frames then score the same.
 _ENERGY_FLOOR = 1e-10

@@ -12,7 +12,8 @@ import struct
 import cv2
 import numpy as np
 
-FORMATS = {"jpg": ".jpg", "png": ".png", "tif": ".tif"}
+FORMATS = {"jpg": ".jpg", "png": ".png", "tif": ".tif"}  # output format -> the suffix its files get
+SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tif", ".tiff": "tif"}  # suffix -> format
 _EXIF_CAPABLE = {"jpg", "png"}
 _ORIENTATION_TAG = 0x0112
 THUMBNAIL_SIDE = 320  # px, longest side: a report's grid tile, sharp on a phone's high-density screen

@@ -1,0 +1,52 @@
+"""From a ready stack to a job for the executor: where its frames are, where its result goes, what it may cost.
+
+The memory estimate comes from the first frame's header alone (:func:`~watcher.stacking.frames.read_header`:
+a few hundred KiB read, nothing decoded or inflated), so the daemon's loop never holds a frame.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from watcher.config import Settings
+from watcher.service.pool import Job
+from watcher.service.results import StackPaths
+from watcher.service.tracker import ReadyStack
+from watcher.service.worker import JobSpec
+from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
+from watcher.stacking.pipeline import estimate_peak_bytes
+
+_UNKNOWN_FRAME = (5472, 3648, 8)  # 20 MP: the estimate used when the first frame's header cannot be read
+
+
+def frame_sources(ready: ReadyStack, folder: Path, archive: Path | None) -> tuple[FrameSource, ...]:
+    """The stack's frames as they were seen: files in ``folder``, or members of the zip ``archive``."""
+    if archive is not None:
+        return tuple(FrameSource(name, archive, name, (size, mtime)) for name, size, mtime in ready.signature)
+    return tuple(FrameSource(name, folder / name, None, (size, mtime)) for name, size, mtime in ready.signature)
+
+
+def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPaths, settings: Settings,
+             workers: int, context: dict) -> Job:
+    """The job for ``ready``: its spec, and its estimated peak memory (also the worker's memory limit - 25 %)."""
+    stacking = settings.stacking
+    try:
+        info = read_header(sources[0])
+        width, height, bits = info.width, info.height, info.bits
+    except (FrameError, FrameUnavailable):
+        width, height, bits = _UNKNOWN_FRAME  # the worker will say what is wrong with it
+    pixels = min(width * height, int(stacking.max_megapixels * 1e6))  # oversized frames fail fast anyway
+    estimate = estimate_peak_bytes(pixels, 1, bits, stacking)
+    spec = JobSpec(
+        stack=str(ready.stack),
+        sources=sources,
+        image=paths.image,
+        depthmap=paths.depthmap if stacking.depthmap else None,
+        settings=stacking,
+        memory_limit_bytes=estimate + estimate // 4,
+        threads=max(1, (os.cpu_count() or 1) // workers),
+        daemon_pid=os.getpid(),
+        fallback=settings.results.on_failure == "sharpest_frame",
+    )
+    return Job(spec, estimate, context=context)
