@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from watcher.atomic import is_temp_name
 from watcher.service.lock import PID_NAME
 
 # What each corrupt frame must make the stack's record say.
@@ -73,8 +74,10 @@ def partial(path: Path) -> bool:
     """A file visible under its final name that is not complete."""
     if path.name == PID_NAME:
         return False
-    if not path.is_file() or path.name.startswith("."):
-        return path.is_file()  # any temp file left behind counts as partial
+    if not path.is_file():
+        return False
+    if is_temp_name(path.name):
+        return True  # a temp file left behind counts as partial
     if path.suffix == ".jpg":
         return not path.read_bytes().rstrip(b"\0").endswith(b"\xff\xd9")
     if path.suffix == ".json":

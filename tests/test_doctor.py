@@ -179,14 +179,15 @@ def test_tiny_memory_budget_fails_naming_the_setting(tmp_path, fake):
 
 def test_a_cheaper_blend_that_fits_is_suggested(tmp_path, fake):
     write_frames(tmp_path / "hot")
-    settings = settings_for(tmp_path, workers={"count": 1, "memory_budget_mb": 700})  # guided_weighted: ~764 MiB
+    settings = settings_for(tmp_path, workers={"count": 1, "memory_budget_mb": 700},  # 16 MP: ~1330 MiB
+                            stacking={"blend": "laplacian_pyramid"})
     finding = check(run_checks(settings, host_of(fake)), "stack memory")
-    assert finding.status == FAIL and 'stacking.blend = "direct_map"' in finding.fix
+    assert finding.status == FAIL and 'stacking.blend = "weighted" (~474 MiB)' in finding.fix
 
 
 def test_a_stack_that_fits_alone_but_not_workers_count_times_warns(tmp_path, fake):
     write_frames(tmp_path / "hot")
-    settings = settings_for(tmp_path, workers={"count": 3, "memory_budget_mb": 1000})
+    settings = settings_for(tmp_path, workers={"count": 3, "memory_budget_mb": 800})  # one 16 MP stack: ~474 MiB
     finding = check(run_checks(settings, host_of(fake)), "stack memory")
     assert finding.status == WARN and "runs 1 at a time" in finding.detail
     assert "workers.count = 1" in finding.fix
@@ -196,7 +197,8 @@ def test_frames_in_an_openscan2_zip_are_sized(tmp_path, fake):
     (tmp_path / "hot").mkdir()
     with zipfile.ZipFile(tmp_path / "hot" / "2024-05-01_10.00.00-owl.zip", "w") as archive:
         archive.writestr("owl_1-0.jpg", jpeg_header(9152, 6944))
-    finding = check(run_checks(settings_for(tmp_path), host_of(fake)), "stack memory")
+    settings = settings_for(tmp_path, workers={"memory_budget_mb": 1000})  # one 64 MP stack: ~1043 MiB
+    finding = check(run_checks(settings, host_of(fake)), "stack memory")
     assert finding.status == FAIL and "9152x6944" in finding.detail
 
 

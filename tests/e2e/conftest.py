@@ -34,6 +34,7 @@ from tests.conftest import unprivileged as as_unprivileged
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_NAME = "focus-watcher.log"
+REPORT_FOLDER = "report"  # the morning report's pages and thumbnails, beside the results
 TEMP_MARKER = ".tmp-"
 
 # Defaults of every e2e config: short settle time, generous stack timeout (so no test depends on it unless it
@@ -343,10 +344,15 @@ class Rig:
         return select(parse_events(self.log), name, **match)
 
     # results
+    def result_files(self, pattern: str = "*") -> list[Path]:
+        """Files under the results folder, but not the report's (its pages, state and thumbnails)."""
+        report = self.results / REPORT_FOLDER
+        return sorted(p for p in self.results.rglob(pattern) if not p.is_relative_to(report))
+
     def records(self) -> dict[str, dict]:
         """Every stack record under the results folder, by stack id (fails on a record that does not parse)."""
         found = {}
-        for path in sorted(self.results.rglob("*.json")):
+        for path in self.result_files("*.json"):
             if TEMP_MARKER in path.name:
                 continue
             record = json.loads(path.read_text())
@@ -362,7 +368,7 @@ class Rig:
 
         Returns the number of images checked."""
         images = 0
-        for path in sorted(self.results.rglob("*")):
+        for path in self.result_files():
             if not path.is_file() or TEMP_MARKER in path.name:
                 continue
             data = path.read_bytes()

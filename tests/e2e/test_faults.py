@@ -155,9 +155,12 @@ def test_a_1000_member_zip_does_not_stall_the_main_loop(rig, frames, tmp_path):
 
 
 def test_a_frame_replaced_while_its_stack_is_fused_is_not_archived_but_stacked_again(rig, frames):
-    """``after_success = "archive"``: frame 3 is replaced by other content while the stack runs. The first
-    result describes the old frame, so the new one is not archived with it: the stack is stacked again with the
-    new frame, and only then are all its inputs archived -- each archived file is one that a record stacked."""
+    """``after_success = "archive"``: frame 3 is replaced by other content while the stack runs. Whichever way
+    the run meets it -- the old frame read and stacked (its result then describes the old frame, which is not
+    what is on disk: ``inputs.changed``), or the new frame found changed when the engine reads it a second time
+    (``inputs.unavailable``) -- the new frame is never archived with a result that did not stack it: the stack is
+    stacked again with the new frame, and only then are all its inputs archived -- each archived file is one
+    that a record stacked."""
     archive = rig.root / "archive"
     daemon = rig.start(rig.config(results={"after_success": "archive", "archive_folder": str(archive)}))
     [stack] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.medium})
@@ -165,9 +168,8 @@ def test_a_frame_replaced_while_its_stack_is_fused_is_not_archived_but_stacked_a
     replaced = rig.hot / "big" / "scan01" / openscan3_name(1, 1, 3)
     new = frames.medium[5]
     write_frame(replaced, new)
-    daemon.wait_event("stack.done", stack=stack, count=2, timeout=30)
-    daemon.wait_for(lambda: not list((rig.hot / "big" / "scan01").glob("*.jpg")), 10, "inputs archived")
-    assert daemon.events("inputs.changed", stack=stack)
+    daemon.wait_for(lambda: not list((rig.hot / "big" / "scan01").glob("*.jpg")), 40, "inputs archived")
+    assert daemon.events("inputs.changed", stack=stack) or daemon.events("inputs.unavailable", stack=stack)
     record = rig.records()[stack]
     archived = {p.name: p.stat() for p in (archive / "big" / "scan01").iterdir()}
     assert {i["name"]: (i["size"], i["mtime_ns"]) for i in record["inputs"]} == {

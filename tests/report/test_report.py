@@ -182,7 +182,9 @@ def test_names_from_files_are_escaped_and_outputs_outside_the_results_are_not_li
 
 
 def snapshot(results: Path) -> dict[str, int]:
-    return {str(p.relative_to(results)): p.stat().st_mtime_ns for p in (results / "report").rglob("*") if p.is_file()}
+    """The report's files (not the thumbnails: the worker writes those) and their mtimes."""
+    return {str(p.relative_to(results)): p.stat().st_mtime_ns for p in (results / "report").rglob("*")
+            if p.is_file() and ".thumb." not in p.name}
 
 
 def test_a_refresh_after_one_stack_renders_that_stack_its_neighbour_its_scan_and_the_index(night):

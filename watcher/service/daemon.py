@@ -22,7 +22,10 @@ import structlog
 
 from watcher.config import Settings
 from watcher.service.intake import Intake
-from watcher.service.jobs import frame_sources, make_job
+from watcher.report import paths as report_paths
+from watcher.report.build import PendingStack
+from watcher.report.refresher import ReportRefresher
+from watcher.service.jobs import ScanCalibrations, frame_sources, make_job
 from watcher.service.lock import ResultsLock
 from watcher.service.naming import StackId
 from watcher.service.notify import SystemdNotifier
@@ -87,6 +90,8 @@ class Daemon:
         self.outputs: dict[StackId, Record] = {}  # done stacks with outputs: checked after each walk
         self._outputs_to_check: Iterator[StackId] = iter(())
         self.counts = collections.Counter()
+        self.calibrations = ScanCalibrations(settings.stacking.reuse_alignment == "scan")
+        self.reporter = ReportRefresher(self.results, settings.results.layout)
         self.stopping = False
         self._status = ""
         self.observer = None  # watchdog's observer, once started
@@ -119,6 +124,7 @@ class Daemon:
             self.observer = start_watching(self.hot, self.settings.observer.mode,
                                            self.settings.observer.poll_interval_seconds, self.intake.events)
         self.intake.start_walk()
+        self.reporter.start(self._unfinished())
         self.notifier.ready(f"watching {self.hot}")
         log.info("daemon.ready", observer=self.settings.observer.mode if self.observer else "none")
 
@@ -158,6 +164,7 @@ class Daemon:
         if observer is not None:
             observer.join(timeout=5)
         waiting = self.tracker.waiting()
+        self.reporter.stop()
         log.info("daemon.stopped", done=self.counts["done"], failed=self.counts["failed"],
                  pending=self.tracker.pending(), waiting=waiting)
         self.notifier.close()
@@ -235,8 +242,10 @@ class Daemon:
             return None
         archive = self.intake.archives.get(ready.folder)
         sources = frame_sources(ready, self.intake.folder_of(ready.folder), archive)
-        return make_job(ready, sources, paths, self.settings, self.pool.workers,
-                        {"ctx": _Context(ready, time.time())})
+        record = paths.record.relative_to(self.results).as_posix()
+        thumbnails = (self.results / report_paths.thumbnail(record), self.results / report_paths.depth_thumbnail(record))
+        return make_job(ready, sources, paths, self.settings, self.pool.workers, {"ctx": _Context(ready, time.time())},
+                        thumbnails=thumbnails, calibration=self.calibrations.get(ready.stack.scan))
 
     def _start_jobs(self) -> None:
         while self.queue and not self.stopping and self.pool.has_room_for(self.queue[0].estimate_bytes):
@@ -282,6 +291,7 @@ class Daemon:
         record = build_record(ready.stack, ready.signature, status="ok", reason=ready.reason, attempts=job.attempt,
                               started_at=started, finished_at=now, outputs=outputs, engine=engine,
                               warnings=warnings)
+        self.calibrations.learn(ready.stack.scan, str(ready.stack), engine)
         if self._write(ready, record):
             self.counts["done"] += 1
             log.info("stack.done", stack=job.spec.stack, seconds=round(seconds, 2), output=record["output"],
@@ -322,7 +332,18 @@ class Daemon:
                       retry_in=delay)
             return False
         self._conclude(ready, record_from(record))
+        self.reporter.written(self.store.paths(ready.stack).record, self._unfinished())
         return True
+
+    def _unfinished(self) -> list[PendingStack]:
+        """The stacks still to do, for the report."""
+        pending = []
+        for stack in self.tracker.unfinished():
+            try:
+                pending.append(PendingStack(self.store.paths(stack).record, stack.stack))
+            except UnsafePathError:  # refused: never stacked, never shown
+                continue
+        return pending
 
     def _conclude(self, ready: ReadyStack, record: Record) -> None:
         """``ready`` is done (``record`` on disk): dispose of its inputs if configured, then release it."""

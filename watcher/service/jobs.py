@@ -6,6 +6,7 @@ a few hundred KiB read, nothing decoded or inflated), so the daemon's loop never
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from watcher.service.pool import Job
 from watcher.service.results import StackPaths
 from watcher.service.tracker import ReadyStack
 from watcher.service.worker import JobSpec
+from watcher.stacking.calibration import Calibration
 from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
 from watcher.stacking.pipeline import estimate_peak_bytes
 
 _UNKNOWN_FRAME = (5472, 3648, 8)  # 20 MP: the estimate used when the first frame's header cannot be read
+_CALIBRATED_SCANS = 64  # scans whose calibration is kept (a night has a few; rigs run one at a time)
 
 
 def frame_sources(ready: ReadyStack, folder: Path, archive: Path | None) -> tuple[FrameSource, ...]:
@@ -28,8 +31,13 @@ def frame_sources(ready: ReadyStack, folder: Path, archive: Path | None) -> tupl
 
 
 def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPaths, settings: Settings,
-             workers: int, context: dict) -> Job:
-    """The job for ``ready``: its spec, and its estimated peak memory (also the worker's memory limit - 25 %)."""
+             workers: int, context: dict, *, thumbnails: tuple[Path, Path] | None = None,
+             calibration: Calibration | None = None) -> Job:
+    """The job for ``ready``: its spec, and its estimated peak memory (also the worker's memory limit - 25 %).
+
+    ``thumbnails``: where the report's thumbnails of the result and of its depth map go; ``calibration``: the
+    scan's focus-step transforms for the engine to check and reuse.
+    """
     stacking = settings.stacking
     try:
         info = read_header(sources[0])
@@ -48,5 +56,37 @@ def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPa
         threads=max(1, (os.cpu_count() or 1) // workers),
         daemon_pid=os.getpid(),
         fallback=settings.results.on_failure == "sharpest_frame",
+        thumbnail=thumbnails[0] if thumbnails else None,
+        depth_thumbnail=thumbnails[1] if thumbnails and stacking.depthmap else None,
+        calibration=calibration,
     )
     return Job(spec, estimate, context=context)
+
+
+class ScanCalibrations:
+    """The latest focus-step transforms of each scan, for its next stacks (``stacking.reuse_alignment = "scan"``).
+
+    Kept in memory only: after a restart the first stack of each scan measures them again. A stack whose record
+    has transforms for every frame (any stack that was aligned) becomes its scan's calibration, so a bumped rig
+    (whose next stack re-estimated the frames that failed the check) is followed from then on.
+    """
+
+    def __init__(self, enabled: bool, keep: int = _CALIBRATED_SCANS) -> None:
+        self.enabled = enabled
+        self.keep = keep
+        self._by_scan: collections.OrderedDict[str, Calibration] = collections.OrderedDict()
+
+    def get(self, scan: str) -> Calibration | None:
+        return self._by_scan.get(scan) if self.enabled else None
+
+    def learn(self, scan: str, stack: str, engine: dict) -> None:
+        """Take the transforms of ``stack``'s engine record as its scan's calibration."""
+        if not self.enabled:
+            return
+        calibration = Calibration.from_record(engine, stack)
+        if calibration is None:
+            return
+        self._by_scan[scan] = calibration
+        self._by_scan.move_to_end(scan)
+        while len(self._by_scan) > self.keep:  # memory must not grow with the nights: the oldest scans go
+            self._by_scan.popitem(last=False)

@@ -275,6 +275,10 @@ class StackTracker:
         self._refresh()
         return len(self._open)
 
+    def unfinished(self) -> list[StackId]:
+        """Stacks seen that are not done with their current inputs: waiting, settling, queued or running."""
+        return sorted(self._open | self._claimed)
+
     def stacks(self) -> Iterator[tuple[StackId, Signature]]:
         """Every stack seen, with the signature of its frames now."""
         self._refresh()

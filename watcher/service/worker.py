@@ -28,6 +28,7 @@ import cv2
 
 from watcher.atomic import write_atomic
 from watcher.config import StackingSettings
+from watcher.stacking.calibration import Calibration
 from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable
 from watcher.stacking.output import encode_image
 from watcher.stacking.pipeline import StackError, stack_to_file
@@ -56,6 +57,9 @@ class JobSpec:
     threads: int
     daemon_pid: int  # the worker ends itself when this process dies
     fallback: bool = False  # on failure, place the sharpest readable frame at ``image``
+    thumbnail: Path | None = None  # the report's thumbnail of the result (and of the depth map, if one is made)
+    depth_thumbnail: Path | None = None
+    calibration: Calibration | None = None  # the scan's focus-step transforms, checked and reused
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,9 @@ def run(spec: JobSpec, conn: Connection) -> None:
     out_of_memory = f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB"
     cv2.setNumThreads(spec.threads)
     try:
-        record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap)
+        record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap,
+                               thumbnail_output=spec.thumbnail, depth_thumbnail_output=spec.depth_thumbnail,
+                               calibration=spec.calibration)
         record["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         outcome = Outcome(OK, record=record)
     except FrameUnavailable as exc:
