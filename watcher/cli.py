@@ -6,6 +6,7 @@ Exit status: 0 success, 1 the work failed (message on one line), 2 bad usage or 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -130,9 +131,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     summary = summarize(_daemon_settings(args))
     if args.json:
-        print(json.dumps(summary.__dict__, indent=2))
+        print(json.dumps(dataclasses.asdict(summary), indent=2))
         return 0
     print(f"done {summary.done}  failed {summary.failed}  pending {summary.pending}  unplaced files {summary.unplaced}")
+    for scan in summary.scans:
+        total = f"/{scan.positions}" if scan.positions else ""
+        state = f", scan {scan.status}" if scan.status else ""
+        rate = f", {scan.per_minute:g} stacks/min" if scan.per_minute else ""
+        eta = f"; all stacked by about {scan.eta[11:16]}" if scan.eta else ""
+        print(f"  {scan.scan or '(top folder)'}: {scan.stacked}{total} stacked, {scan.pending} to do{state}{rate}{eta}")
     for finished_at, stack, error in summary.last_errors:
         print(f"  {finished_at}  {stack}: {error}")
     return 0

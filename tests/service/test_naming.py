@@ -349,7 +349,7 @@ REAL_SCAN_JSON = {
 def test_parse_scan_json_real_looking() -> None:
     info = parse_scan_json(json.dumps(REAL_SCAN_JSON, indent=2))
     # stacking_task_status.status is OpenScan's own stacker, not the scan: it must not end the scan.
-    assert info == ScanInfo(focus_stacks=5, status="running")
+    assert info == ScanInfo(focus_stacks=5, status="running", positions=130)
     assert not info.ended
 
 
@@ -384,7 +384,7 @@ def test_parse_scan_json_malformed_or_useless(text: str) -> None:
 @pytest.mark.parametrize("bad", [0, 100, -1, 5.0, "5", True, None, [5]])
 def test_parse_scan_json_invalid_focus_stacks(bad: object) -> None:
     data = {**REAL_SCAN_JSON, "settings": {**REAL_SCAN_JSON["settings"], "focus_stacks": bad}}
-    assert parse_scan_json(json.dumps(data)) == ScanInfo(focus_stacks=None, status="running")
+    assert parse_scan_json(json.dumps(data)) == ScanInfo(focus_stacks=None, status="running", positions=130)
 
 
 def test_parse_scan_json_partial_and_nested() -> None:

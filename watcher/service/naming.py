@@ -124,10 +124,13 @@ class ScanInfo:
     status : str or None
         Lower-cased scan status (``pending``, ``running``, ``paused``, ``completed``, ``cancelled``,
         ``error``, ``interrupted``); None when absent.
+    positions : int or None
+        Positions the scan will have (``settings.points``, 1-999), for progress; None when absent or invalid.
     """
 
     focus_stacks: int | None
     status: str | None
+    positions: int | None = None
 
     @property
     def ended(self) -> bool:
@@ -428,7 +431,9 @@ def parse_scan_json(text: str) -> ScanInfo | None:
     status = _status(data.get("status"))
     if focus_stacks is None and status is None:
         return None
-    return ScanInfo(focus_stacks=focus_stacks, status=status)
+    points = settings.get("points") if isinstance(settings, dict) else None
+    positions = points if isinstance(points, int) and not isinstance(points, bool) and 1 <= points <= 999 else None
+    return ScanInfo(focus_stacks=focus_stacks, status=status, positions=positions)
 
 
 def _status(value: object) -> str | None:

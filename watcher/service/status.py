@@ -6,14 +6,32 @@ input signature (the tracker's), and "done" meaning a record for the current inp
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from watcher.config import Settings
-from watcher.service.naming import StackId
+from watcher.service.naming import ScanInfo, StackId
 from watcher.service.archive import ArchiveRefused
 from watcher.service.observer import HotFolder, excluded_results
 from watcher.service.results import ResultStore, UnreadableRecord
 from watcher.service.tracker import FileState, StackTracker
+
+
+_RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured over
+
+
+@dataclass
+class ScanProgress:
+    """A scan with stacks still to do (or still capturing): how far it is, and when it should be all stacked."""
+
+    scan: str
+    stacked: int  # records (ok or failed) of its stacks
+    pending: int  # stacks in the hot folder still to do
+    positions: int | None  # how many it will have (OpenScan3's scan.json), if known
+    status: str | None  # the scan's status in scan.json, if any
+    per_minute: float | None  # stacks finished per minute lately
+    eta: str | None  # when its last stack should be done (local ISO time), if a rate is known
 
 
 @dataclass
@@ -23,6 +41,7 @@ class Summary:
     pending: int = 0  # stacks in the hot folder without a record for their current inputs (or whose result is gone)
     unplaced: int = 0
     last_errors: list[tuple[str, str, str]] = field(default_factory=list)  # (finished_at, stack, error)
+    scans: list[ScanProgress] = field(default_factory=list)  # scans in progress
 
 
 def summarize(settings: Settings, errors: int = 5) -> Summary:
@@ -30,30 +49,65 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
     store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
     summary = Summary()
     failures = []
+    finished: dict[str, list[str]] = {}  # scan -> finished_at of its records
     for record in store.records():
         if not store.intact(record):
             continue  # its result was deleted: not done (pending, if its inputs are still there)
+        finished.setdefault(record.stack.rpartition("/")[0], []).append(record.finished_at)
         if record.status == "ok":
             summary.done += 1
         else:
             summary.failed += 1
             failures.append((record.finished_at, record.stack, record.error or ""))
     summary.last_errors = sorted(failures, reverse=True)[:errors]
-    pending, summary.unplaced = pending_stacks(settings, store)
+    pending, summary.unplaced, infos = _hot_folder(settings, store)
     summary.pending = len(pending)
+    open_by_scan = collections.Counter(stack.scan for stack in pending)
+    for scan in sorted(set(open_by_scan) | {s for s, info in infos.items() if info and not info.ended}):
+        summary.scans.append(progress(scan, finished.get(scan, []), open_by_scan[scan], infos.get(scan)))
     return summary
+
+
+def progress(scan: str, finished: list[str], pending: int, info: ScanInfo | None,
+             now: datetime | None = None) -> ScanProgress:
+    """How far ``scan`` is: ``finished`` are its records' finish times (ISO), ``pending`` its stacks to do."""
+    now = now or datetime.now().astimezone()
+    stacked, positions = len(finished), info.positions if info else None
+    remaining = max(positions - stacked, pending) if positions is not None else pending
+    times = sorted(t for t in (_when(text) for text in finished) if t is not None)[-_RATE_WINDOW:]
+    rate = (len(times) - 1) / (times[-1] - times[0]).total_seconds() if len(times) >= 2 and times[-1] > times[0] else None
+    eta = None
+    if rate and remaining:
+        eta = (now + timedelta(seconds=remaining / rate)).isoformat(timespec="minutes")
+    return ScanProgress(scan, stacked, pending, positions, info.status if info else None,
+                        round(rate * 60, 2) if rate else None, eta)
+
+
+def _when(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId], int]:
     """The stacks in the hot folder that are not done with their current inputs (or whose result is gone), and
     the number of files no stack can take -- as the daemon would see them (for ``status`` and the report)."""
+    pending, unplaced, _infos = _hot_folder(settings, store)
+    return pending, unplaced
+
+
+def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], int, dict[str, ScanInfo | None]]:
     if not settings.hot_folder.is_dir():
-        return [], 0
+        return [], 0, {}
     folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
     tracker = StackTracker(settings.naming, settings.completeness)
+    infos: dict[str, ScanInfo | None] = {}
     for found in folder.walk():
         if found.kind == "frame":
             tracker.observe(found.scan, found.name, folder.look(found.path))
+        elif found.kind == "scan_json":
+            infos[found.scan] = folder.scan_info(found.path)
         elif found.kind == "archive":
             state = folder.look(found.path)
             try:
@@ -71,4 +125,4 @@ def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId
             record = None
         if record is None:
             pending.append(stack)
-    return pending, unplaced
+    return pending, unplaced, infos
