@@ -20,14 +20,13 @@ def test_a_night_of_faults_loses_nothing_and_does_nothing_twice(tmp_path):
     assert counts["sigkill"] >= 3 and counts["sigint"] >= 1 and counts["starts"] >= 6, report
     assert counts["second_daemons"] == counts["second_daemons_refused"] == 2, report
     assert counts["workers_killed"] >= 1 and rows["retries after worker death"] >= 1, report
-    # A frame replaced mid-stack: the engine reads every frame twice (small, then whole) and refuses one that
-    # changed between (inputs.unavailable: stacked again with the new frame), or the result describes the old
-    # frame and disposal keeps the new one (inputs.changed); either way nothing unstacked is archived
-    # ("archived but not what was stacked" is in MUST_BE_ZERO).
+    # A frame replaced mid-stack is caught when the engine reads it (inputs.unavailable: stacked again with the new
+    # frame) or at disposal (inputs.changed: kept); either way it is never archived unstacked ("archived but not
+    # what was stacked" is in MUST_BE_ZERO).
     assert counts["frames_replaced"] == 1, report
     # A deleted result is noticed and made again ("lost" counts an ok record whose output is missing).
     assert counts["results_deleted"] == 1 and rows["results found deleted (running)"] == 1, report
-    assert counts["unreadable_periods"] == 1 and rows["inputs unavailable (retried)"] >= 1, report
+    assert counts["unreadable_periods"] == 1 and rows["inputs unavailable (retried)"] >= 1, report  # EACCES
     assert rows["records not ours (ignored)"] >= 3, report
     assert night.notify.longest_gap < 4.0, report  # the main loop never stalled past the watchdog
     assert night.peak_rss_mb() < 250, report  # the zip member that inflates to 512 MiB never entered it
