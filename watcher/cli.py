@@ -131,7 +131,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"done {summary.done}  failed {summary.failed}  pending {summary.pending}  unplaced files {summary.unplaced}")
     for finished_at, stack, error in summary.last_errors:
         print(f"  {finished_at}  {stack}: {error}")
+    if summary.cluster is not None:
+        _print_cluster(summary.cluster)
     return 0
+
+
+def _print_cluster(cluster: dict) -> None:
+    if cluster["error"]:
+        print(f"cluster {cluster['scheduler']}: unreachable ({cluster['error']})")
+        return
+    workers = cluster["workers"]
+    print(f"cluster {cluster['scheduler']}: {len(workers)} workers, {sum(w['threads'] for w in workers)} threads")
+    for worker in workers:
+        memory = "no memory resource" if worker["memory_mb"] is None else f"memory {worker['memory_mb']} MiB"
+        running = ", ".join(worker["stacks"]) or "idle"
+        print(f"  {worker['name']} on {worker['host']} ({worker['threads']} threads, {memory}): {running}")
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ from watcher.service.lock import ResultsLock
 from watcher.service.naming import ScanInfo, StackId
 from watcher.service.notify import SystemdNotifier
 from watcher.service.observer import Event, Found, HotFolder, excluded_results, start_watching
-from watcher.service.pool import Executor, Finished, Job, WorkerPool
+from watcher.service.pool import Executor, Finished, Job, make_executor
 from watcher.service.results import (
     InputsChanged,
     Record,
@@ -75,8 +75,7 @@ class Daemon:
         self.results.mkdir(parents=True, exist_ok=True)
         self.lock = ResultsLock(self.results).acquire()  # first: a second daemon must touch nothing
         try:
-            self.pool = executor or WorkerPool(settings.workers.count, settings.workers.memory_budget_mb << 20,
-                                               settings.workers.stack_timeout_seconds)
+            self.pool = executor or make_executor(settings)
         except BaseException:
             self.lock.release()
             raise
@@ -106,7 +105,8 @@ class Daemon:
 
     def _run(self) -> int:
         removed = self.store.remove_stale_temp_files()
-        log.info("daemon.start", hot=str(self.hot), results=str(self.results), workers=self.pool.workers,
+        log.info("daemon.start", hot=str(self.hot), results=str(self.results),
+                 executor=self.settings.workers.executor, workers=self.pool.workers,
                  memory_budget_mb=self.settings.workers.memory_budget_mb, once=self.once,
                  stale_temp_files_removed=removed)
         for signum in (signal.SIGTERM, signal.SIGINT):

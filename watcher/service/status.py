@@ -22,6 +22,7 @@ class Summary:
     pending: int = 0  # stacks in the hot folder without a record for their current inputs (or whose result is gone)
     unplaced: int = 0
     last_errors: list[tuple[str, str, str]] = field(default_factory=list)  # (finished_at, stack, error)
+    cluster: dict | None = None  # executor "dask": the cluster's workers and what they run (describe_cluster)
 
 
 def summarize(settings: Settings, errors: int = 5) -> Summary:
@@ -38,6 +39,8 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
             summary.failed += 1
             failures.append((record.finished_at, record.stack, record.error or ""))
     summary.last_errors = sorted(failures, reverse=True)[:errors]
+    if settings.workers.executor == "dask":
+        summary.cluster = _cluster(settings.workers.dask_scheduler)
     if not settings.hot_folder.is_dir():
         return summary
     folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
@@ -61,3 +64,12 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
             record = None
         summary.pending += record is None
     return summary
+
+
+def _cluster(address: str) -> dict:
+    try:
+        from watcher.service.dask_cluster import describe_cluster
+    except ImportError as exc:
+        return {"scheduler": address, "error": f'Dask is not installed ({exc}): pip install "focus-watcher[dask]"',
+                "workers": []}
+    return describe_cluster(address)
