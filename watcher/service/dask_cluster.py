@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import structlog
 from distributed import Client
 
-from watcher.service.dask_task import TOPIC
+from watcher import __version__
+from watcher.service.dask_task import TOPIC, worker_version
 
 log = structlog.get_logger("focus-watcher")
 
@@ -134,6 +135,7 @@ class ClusterConnection:
                 log.warning("cluster.worker_without_memory", worker=worker.name,
                             error="this worker declares no memory resource, so it takes no stack: start it with "
                                   "--resources memory=BYTES")
+            _check_version(client, worker)
         for address in before.keys() - {w.address for w in workers}:
             log.warning("cluster.worker_left", worker=before[address].name, host=before[address].host)
 
@@ -175,6 +177,21 @@ def _worker(address: str, entry: dict) -> ClusterWorker:
     memory = (entry.get("resources") or {}).get("memory")
     return ClusterWorker(address=address, name=str(entry.get("name", address)), host=str(entry.get("host", "")),
                          threads=int(entry.get("nthreads", 1)), memory=None if memory is None else int(memory))
+
+
+def _check_version(client: Client, worker: ClusterWorker) -> None:
+    """Warn about a worker that cannot run our tasks as they are sent: focus-watcher missing, or another version
+    (a job's fields may differ; its stacks would fail there and be retried)."""
+    try:
+        version = client.run(worker_version, workers=[worker.address]).get(worker.address)
+    except Exception as exc:  # noqa: BLE001 - ModuleNotFoundError on the worker, or it left meanwhile
+        log.error("cluster.worker_unusable", worker=worker.name, host=worker.host,
+                  error=f"cannot run focus-watcher there ({type(exc).__name__}: {exc}): install "
+                        f'"focus-watcher[dask]=={__version__}" in the worker\'s environment')
+        return
+    if version != __version__:
+        log.warning("cluster.worker_unusable", worker=worker.name, host=worker.host,
+                    error=f"runs focus-watcher {version}, the daemon {__version__}: install the same version")
 
 
 def _close(client: Client, timeout: float) -> None:

@@ -128,10 +128,11 @@ class DaskExecutor:
         return finished
 
     def shutdown(self, grace_seconds: float) -> list[Finished]:
-        """Let running stacks finish for up to ``grace_seconds``, then cancel the rest (reported as "died")."""
+        """Let running stacks finish for up to ``grace_seconds`` (not while the cluster is unreachable: they
+        cannot), then cancel the rest (reported as "died": stacked again at the next start)."""
         finished = []
         deadline = time.monotonic() + grace_seconds
-        while self._tasks and time.monotonic() < deadline:
+        while self._tasks and time.monotonic() < deadline and self.connection.connected() is not None:
             finished += self.collect(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
         for task in list(self._tasks):
             finished.append(self._finish(task, Outcome(DIED, "stopped: the daemon shut down"), cancel=True))

@@ -26,6 +26,7 @@ import cv2
 from distributed import get_worker
 from distributed.comm import get_address_host
 
+from watcher import __version__
 from watcher.service.worker import JobSpec, Outcome, execute
 from watcher.stacking.frames import FrameError, FrameSource
 
@@ -80,3 +81,8 @@ def stack_task(spec: JobSpec, host_threads: dict[str, int]) -> TaskResult:
         outputs = {kind: path.read_bytes() for kind, path in (("image", local.image), ("depthmap", local.depthmap))
                    if path is not None and path.is_file()}
     return TaskResult(outcome, outputs)
+
+
+def worker_version() -> str:
+    """The focus-watcher version a worker runs (asked by the daemon when the worker joins)."""
+    return __version__

@@ -110,3 +110,19 @@ def test_a_stack_too_big_for_every_workers_memory_fails_with_a_clear_record(rig,
     daemon.wait_for(lambda: rig.ok_records(small), 40, "the small stacks")
     assert daemon.events("stack.waiting_for_memory", stack=big)
     assert daemon.terminate() == 0
+
+
+def test_a_stack_past_its_timeout_fails_and_its_stuck_worker_is_restarted(rig, cluster, frames):
+    """A thread cannot be killed: the worker running a stack past ``workers.stack_timeout_seconds`` is restarted
+    by its nanny, so that it is free again; the stack fails with a record, the next one is stacked."""
+    daemon = rig.start(dask_config(rig, cluster, {"stack_timeout_seconds": 1.0}))
+    [slow] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big * 2})
+    running = daemon.wait_event("stack.running", stack=slow)[0]
+    failed = daemon.wait_event("stack.failed", stack=slow, timeout=30)[0]
+    assert failed["error"] == "timed out after 1 s" and rig.records()[slow]["status"] == "failed"
+    left = daemon.wait_event("cluster.worker_left", timeout=30)[0]
+    assert left["worker"] == running["worker"].split()[0]
+    daemon.wait_event("cluster.worker_joined", count=3, timeout=60)  # w1, w2, and the restarted one
+    [quick] = write_openscan3_stacks(rig.hot, "small", 1, {0: frames.stack(3)})
+    daemon.wait_event("stack.done", stack=quick, timeout=60)
+    assert daemon.terminate() == 0

@@ -59,6 +59,7 @@ def test_an_openscan3_scan_stacked_on_the_cluster_matches_the_local_executor_byt
         assert ran[stack]["worker"] == worker["name"] and ran[stack]["attempt"] == 1
         assert on_local[stack]["worker"]["name"].startswith("local pid ")
     assert daemon.events("cluster.connected") and not daemon.events("stack.requeued")
+    assert not daemon.events("cluster.worker_unusable")  # the workers run this focus-watcher
 
 
 def test_frames_by_a_mapped_path_or_shipped_by_the_daemon(rig, cluster, frames):
