@@ -47,6 +47,8 @@ def test_priority_file_then_environment_then_flags(tmp_path, monkeypatch):
     ('[naming]\nmode = "regex"\npattern = "(?P<stack>a)"\n', "naming.pattern: needs the named groups ['frame']"),
     ('hot_folder = "x"\nresults_folder = "x/results"\n', "results_folder must not be inside hot_folder"),
     ('[workers]\ncount = 0\n', "workers.count: Input should be greater than or equal to 1"),
+    ('[workers]\nexecutor = "dask"\n', 'workers: executor "dask" needs workers.dask_scheduler'),
+    ('[workers.dask_path_map]\n"srv" = "/mnt"\n', "workers.dask_path_map: prefixes must be absolute paths"),
     ('[stacking\n', "c.toml"),
 ])
 def test_bad_settings_fail_naming_the_key(tmp_path, toml, message):

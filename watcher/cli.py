@@ -142,6 +142,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"  {scan.scan or '(top folder)'}: {scan.stacked}{total} stacked, {scan.pending} to do{state}{rate}{eta}")
     for finished_at, stack, error in summary.last_errors:
         print(f"  {finished_at}  {stack}: {error}")
+    if summary.cluster is not None:
+        _print_cluster(summary.cluster)
     return 0
 
 
@@ -169,6 +171,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
           f"{stats.records_read} records read, {stats.stack_pages + stats.scans_rendered} pages written "
           f"in {stats.seconds:.1f} s")
     return 0
+
+
+def _print_cluster(cluster: dict) -> None:
+    if cluster["error"]:
+        print(f"cluster {cluster['scheduler']}: unreachable ({cluster['error']})")
+        return
+    workers = cluster["workers"]
+    print(f"cluster {cluster['scheduler']}: {len(workers)} workers, {sum(w['threads'] for w in workers)} threads")
+    for worker in workers:
+        memory = "no memory resource" if worker["memory_mb"] is None else f"memory {worker['memory_mb']} MiB"
+        running = ", ".join(worker["stacks"]) or "idle"
+        print(f"  {worker['name']} on {worker['host']} ({worker['threads']} threads, {memory}): {running}")
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:

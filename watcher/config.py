@@ -162,8 +162,25 @@ class CompletenessSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    """The bounded pool of stacking processes."""
+    """Where stacks run: the bounded pool of local stacking processes, or a Dask cluster."""
 
+    executor: Literal["local", "dask"] = Field(
+        "local", description='local: worker processes on this machine; dask: tasks on the Dask cluster at '
+        'dask_scheduler (needs pip install "focus-watcher[dask]").'
+    )
+    dask_scheduler: str | None = Field(None, description='The cluster\'s scheduler, e.g. "tcp://server:8786".')
+    dask_frames: Literal["path", "ship"] = Field(
+        "path", description="path: workers read the frames from the share (see dask_path_map); ship: the daemon "
+        "reads them and sends their bytes (for workers that cannot see the share)."
+    )
+    dask_path_map: dict[str, str] = Field(
+        default_factory=dict, description="Path prefixes as the daemon sees them -> as the workers see them "
+        '(dask_frames = "path"), e.g. {"/srv/scans" = "/mnt/nas/scans"}.'
+    )
+    dask_wait_for_worker_seconds: float = Field(
+        300.0, gt=0, description="A stack that no connected worker has the memory resource for fails after waiting "
+        "this long for one to join."
+    )
     count: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1, le=64)
     queue_size: int = Field(8, ge=1, le=10_000, description="Stacks waiting for a worker; intake pauses beyond it.")
     memory_budget_mb: int = Field(
@@ -176,6 +193,20 @@ class WorkerSettings(_Section):
     stop_grace_seconds: float = Field(
         60.0, ge=0, description="On SIGTERM, running stacks may finish for this long (keep below TimeoutStopSec)."
     )
+
+    @field_validator("dask_path_map")
+    @classmethod
+    def _absolute_prefixes(cls, value: dict[str, str]) -> dict[str, str]:
+        for source, target in value.items():
+            if not (source.startswith("/") and target.startswith("/")):
+                raise ValueError(f"prefixes must be absolute paths (got {source!r} -> {target!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _dask_needs_scheduler(self) -> WorkerSettings:
+        if self.executor == "dask" and not self.dask_scheduler:
+            raise ValueError('executor "dask" needs workers.dask_scheduler (e.g. "tcp://server:8786")')
+        return self
 
 
 class ObserverSettings(_Section):

@@ -7,7 +7,6 @@ import random
 import signal
 import time
 
-import pytest
 
 from tests.e2e.conftest import (
     cmdline,

@@ -9,7 +9,6 @@ import threading
 import time
 import zipfile
 
-import pytest
 
 from tests.e2e.conftest import (
     count_by_stack,

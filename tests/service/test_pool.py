@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -27,9 +28,9 @@ def frames(tmp_path):
     return paths
 
 
-def job(frames, out, memory=2 << 30, estimate=100 << 20) -> Job:
+def job(frames, out, memory=2 << 30, estimate=100 << 20, threads=1) -> Job:
     spec = JobSpec(stack="s", sources=tuple(FrameSource.of(p) for p in frames), image=out, depthmap=None,
-                   settings=StackingSettings(), memory_limit_bytes=memory, threads=1, daemon_pid=os.getpid())
+                   settings=StackingSettings(), memory_limit_bytes=memory, threads=threads, daemon_pid=os.getpid())
     return Job(spec, estimate)
 
 
@@ -86,3 +87,18 @@ def test_the_budget_admits_stacks_while_their_estimates_fit(frames, tmp_path):
     while len(done) < 2:
         done += run_to_end(pool)
     assert [f.outcome.kind for f in done] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("blend", ["guided_weighted", "laplacian_pyramid"])
+def test_opencvs_thread_count_does_not_change_a_single_byte(frames, tmp_path, blend):
+    """A local worker runs OpenCV with cores // workers threads, a cluster worker with its host's share: the
+    same stack must come out byte-identical whatever that number is (the engine is deterministic)."""
+    pool = WorkerPool(workers=1, budget_bytes=1 << 30, timeout_seconds=60)
+    outputs = []
+    for threads in (1, 4):
+        spec = job(frames, tmp_path / f"out-{threads}.jpg", threads=threads).spec
+        pool.submit(Job(replace(spec, settings=StackingSettings(blend=blend)), 100 << 20))
+        [finished] = run_to_end(pool)
+        assert finished.outcome.kind == "ok"
+        outputs.append((tmp_path / f"out-{threads}.jpg").read_bytes())
+    assert outputs[0] == outputs[1]

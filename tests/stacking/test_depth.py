@@ -3,11 +3,8 @@ spread light never decides a pixel, and refinement smooths only what has no evid
 
 from __future__ import annotations
 
-import itertools
 
-import cv2
 import numpy as np
-import pytest
 
 from watcher.stacking.depth import DepthMap, DepthVotes, decide, fill, refine, spread_bound
 from watcher.stacking.measure import UNCOVERED

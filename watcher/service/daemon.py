@@ -30,7 +30,7 @@ from watcher.service.lock import ResultsLock
 from watcher.service.naming import StackId
 from watcher.service.notify import SystemdNotifier
 from watcher.service.observer import start_watching
-from watcher.service.pool import Executor, Finished, Job, WorkerPool
+from watcher.service.pool import Executor, Finished, Job, make_executor
 from watcher.service.results import (
     InputsChanged,
     Record,
@@ -78,8 +78,7 @@ class Daemon:
         self.results.mkdir(parents=True, exist_ok=True)
         self.lock = ResultsLock(self.results).acquire()  # first: a second daemon must touch nothing
         try:
-            self.pool = executor or WorkerPool(settings.workers.count, settings.workers.memory_budget_mb << 20,
-                                               settings.workers.stack_timeout_seconds)
+            self.pool = executor or make_executor(settings)
         except BaseException:
             self.lock.release()
             raise
@@ -115,7 +114,8 @@ class Daemon:
         """Clean up after a crash, start watching, begin the first walk of the hot folder (it goes on in slices of
         the passes that follow, however many files the hot folder keeps) and tell systemd we are ready."""
         removed = self.store.remove_stale_temp_files()
-        log.info("daemon.start", hot=str(self.hot), results=str(self.results), workers=self.pool.workers,
+        log.info("daemon.start", hot=str(self.hot), results=str(self.results),
+                 executor=self.settings.workers.executor, workers=self.pool.workers,
                  memory_budget_mb=self.settings.workers.memory_budget_mb, once=self.once,
                  stale_temp_files_removed=removed)
         for signum in (signal.SIGTERM, signal.SIGINT):

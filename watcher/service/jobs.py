@@ -53,7 +53,7 @@ def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPa
         depthmap=paths.depthmap if stacking.depthmap else None,
         settings=stacking,
         memory_limit_bytes=estimate + estimate // 4,
-        threads=max(1, (os.cpu_count() or 1) // workers),
+        threads=max(1, (os.cpu_count() or 1) // max(1, workers)),  # (a cluster not connected yet has 0)
         daemon_pid=os.getpid(),
         fallback=settings.results.on_failure == "sharpest_frame",
         thumbnail=thumbnails[0] if thumbnails else None,

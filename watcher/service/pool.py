@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Protocol
 
+from watcher.config import ConfigError, Settings
 from watcher.service.worker import DIED, TIMEOUT, JobSpec, Outcome, run
 
 # forkserver_init first: the forkserver ignores the process group's SIGINT/SIGTERM before anything else.
@@ -62,6 +63,19 @@ class Executor(Protocol):
 
     def shutdown(self, grace_seconds: float) -> list[Finished]:
         """Let running jobs finish for up to ``grace_seconds``, then stop the rest (outcome ``died``)."""
+
+
+def make_executor(settings: Settings) -> Executor:
+    """The executor ``settings.workers.executor`` names: this machine's pool, or the Dask cluster."""
+    workers = settings.workers
+    if workers.executor == "dask":
+        try:
+            from watcher.service.dask_executor import DaskExecutor
+        except ImportError as exc:
+            raise ConfigError(f'workers.executor: "dask" needs Dask distributed ({exc}): '
+                              'pip install "focus-watcher[dask]"') from None
+        return DaskExecutor(settings)
+    return WorkerPool(workers.count, workers.memory_budget_mb << 20, workers.stack_timeout_seconds)
 
 
 @dataclass

@@ -42,6 +42,7 @@ class Summary:
     unplaced: int = 0
     last_errors: list[tuple[str, str, str]] = field(default_factory=list)  # (finished_at, stack, error)
     scans: list[ScanProgress] = field(default_factory=list)  # scans in progress
+    cluster: dict | None = None  # executor "dask": the cluster's workers and what they run (describe_cluster)
 
 
 def summarize(settings: Settings, errors: int = 5) -> Summary:
@@ -60,6 +61,8 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
             summary.failed += 1
             failures.append((record.finished_at, record.stack, record.error or ""))
     summary.last_errors = sorted(failures, reverse=True)[:errors]
+    if settings.workers.executor == "dask":
+        summary.cluster = _cluster(settings.workers.dask_scheduler)
     pending, summary.unplaced, infos = _hot_folder(settings, store)
     summary.pending = len(pending)
     open_by_scan = collections.Counter(stack.scan for stack in pending)
@@ -126,3 +129,12 @@ def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], 
         if record is None:
             pending.append(stack)
     return pending, unplaced, infos
+
+
+def _cluster(address: str) -> dict:
+    try:
+        from watcher.service.dask_cluster import describe_cluster
+    except ImportError as exc:
+        return {"scheduler": address, "error": f'Dask is not installed ({exc}): pip install "focus-watcher[dask]"',
+                "workers": []}
+    return describe_cluster(address)

@@ -1,8 +1,11 @@
-"""What runs inside a worker process: one stack, under a memory limit, reported back over a pipe.
+"""What runs a stack, wherever it runs: :func:`execute`, the job function shared by every executor.
 
-This is the only bridge between the daemon and the engine: it calls :func:`watcher.stacking.pipeline.stack_to_file`
-and sends back an :class:`Outcome`. Imported by the forkserver at start-up, so numpy and OpenCV are loaded once
-and each worker forks ready to go.
+:func:`execute` is the only bridge between the daemon and the engine: it calls
+:func:`watcher.stacking.pipeline.stack_to_file` with what the :class:`JobSpec` says and sorts the result into an
+:class:`Outcome`. The local pool runs it in a worker process (:func:`run`: one stack, under a memory limit,
+reported back over a pipe); the Dask executor runs it in a task on a cluster worker
+(:mod:`watcher.service.dask_task`). So a field added to the job reaches the engine the same way on both.
+Imported by the forkserver at start-up, so numpy and OpenCV are loaded once and each worker forks ready to go.
 
 Errors are sorted by what can fix them:
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import resource
 import select
+import socket
 import threading
 import traceback
 from dataclasses import dataclass
@@ -61,6 +65,12 @@ class JobSpec:
     depth_thumbnail: Path | None = None
     calibration: Calibration | None = None  # the scan's focus-step transforms, checked and reused
 
+    def outputs(self) -> dict[str, Path]:
+        """The files this job may write, by kind (``image``, ``depthmap``, ``thumbnail``, ``depth_thumbnail``)."""
+        named = {"image": self.image, "depthmap": self.depthmap, "thumbnail": self.thumbnail,
+                 "depth_thumbnail": self.depth_thumbnail}
+        return {kind: path for kind, path in named.items() if path is not None}
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -74,13 +84,26 @@ def run(spec: JobSpec, conn: Connection) -> None:
     """Worker process entry point. (SIGINT and SIGTERM are ignored from birth: see forkserver_init.)"""
     _end_with(spec.daemon_pid)
     limit = _limit_memory(spec.memory_limit_bytes)
-    out_of_memory = f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB"
     cv2.setNumThreads(spec.threads)
+    out_of_memory = f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB"
+    conn.send(execute(spec, worker=f"local pid {os.getpid()}", out_of_memory=out_of_memory))
+    conn.close()
+
+
+def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory") -> Outcome:
+    """Stack ``spec`` in this process: the result (or the fallback image) written to ``spec.image``.
+
+    ``worker`` names this worker in the record (beside this machine's host name); ``out_of_memory`` is the
+    message for a stack that ran out of memory. OpenCV's thread count is the caller's (it does not change the
+    result: the engine is deterministic whatever the thread count).
+    """
+    _reset_peak_rss()
     try:
         record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap,
                                thumbnail_output=spec.thumbnail, depth_thumbnail_output=spec.depth_thumbnail,
                                calibration=spec.calibration)
-        record["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        record["worker_peak_rss_mb"] = _peak_rss_mb()
+        record["worker"] = {"host": socket.gethostname(), "name": worker}
         outcome = Outcome(OK, record=record)
     except FrameUnavailable as exc:
         outcome = Outcome(UNAVAILABLE, str(exc))
@@ -95,8 +118,7 @@ def run(spec: JobSpec, conn: Connection) -> None:
         outcome = Outcome(UNWRITABLE, f"cannot write the result: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bug must fail one stack, not leave it looping
         outcome = _failed(spec, f"internal error: {type(exc).__name__}: {exc} | {traceback.format_exc(limit=-3)}")
-    conn.send(outcome)
-    conn.close()
+    return outcome
 
 
 def _failed(spec: JobSpec, message: str) -> Outcome:
@@ -153,6 +175,27 @@ def _limit_memory(stack_bytes: int) -> int:
     except (ValueError, OSError):
         pass
     return limit
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak-RSS count afresh (a Dask worker runs many stacks in one process)."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # 5: reset the peak RSS to the current RSS (Linux >= 4.0)
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS since :func:`_reset_peak_rss` (VmHWM), in MiB; the process's lifetime peak where that is hidden."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _data_bytes() -> int:
