@@ -56,6 +56,33 @@ def test_once_stacks_what_is_complete_and_status_counts_done_failed_pending(rig,
     assert again.events("stack.started") == []
 
 
+def test_once_on_finished_stacks_of_unknown_size_waits_out_their_timeout_then_stacks_them_all(rig, frames):
+    """A folder of finished stacks with no frame count anywhere (no scan.json, no ``stack_size``): files found at
+    start are new to ``once`` too, so only the stack timeout completes them. ``once`` waits it out (and says so)
+    instead of leaving them pending, then stacks every one; with one worker, the scan's stacks after the first
+    reuse the alignment the first one measured, though all were queued together."""
+    for position in range(3):
+        for index, data in enumerate(frames.small):  # the same focus steps at every position, as on a rig
+            write_frame(rig.hot / "owl" / f"scan01_{position:03d}_fs{index:02d}.jpg", data)
+    timeout = 3.0
+    config = rig.config(completeness={"settle_seconds": 0.5, "stack_timeout_seconds": timeout},
+                        workers={"count": 1, "stop_grace_seconds": 20.0})
+    started = time.monotonic()
+    once = rig.start(config, command="once")
+    assert once.wait_exit(60) == 0, once.tail()
+    assert time.monotonic() - started >= timeout
+    [told] = once.events("once.awaiting_timeout")
+    assert told["stacks"] == 3 and told["first"] == "owl/scan01_000", told
+    records = rig.records()
+    assert sorted(records) == [f"owl/scan01_{p:03d}" for p in range(3)]
+    assert {r["status"] for r in records.values()} == {"ok"}
+    assert {len(r["frames"]) for r in records.values()} == {len(frames.small)}
+    assert {r["complete_because"] for r in records.values()} == {"timeout"}
+    assert {f["placement"] for f in records["owl/scan01_000"]["frames"]} == {"reference", "estimated"}
+    for later in ("owl/scan01_001", "owl/scan01_002"):
+        assert {f["placement"] for f in records[later]["frames"]} == {"reference", "calibrated"}, later
+
+
 def test_a_restart_redoes_nothing_but_stacks_again_a_stack_whose_frame_was_replaced(rig, frames):
     """Everything done, then: one frame replaced while the daemon was down (other content and size) -> the
     restart stacks that one stack and skips the others; one frame rewritten while it runs (same size, new

@@ -16,7 +16,7 @@ import collections
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -71,6 +71,7 @@ class Daemon:
                  executor: Executor | None = None) -> None:
         self.settings = settings
         self.once = once
+        self._told_awaiting_timeout = False  # once: "waiting for the stack timeout" is logged the first time only
         self.notifier = notifier or SystemdNotifier()
         self.hot = settings.hot_folder.resolve()
         self.results = settings.results_folder.resolve()
@@ -171,9 +172,18 @@ class Daemon:
         return 1 if self.once and (self.counts["failed"] or waiting) else 0
 
     def _idle(self) -> bool:
-        """For ``once``: nothing running or queued, nothing ready, and no file still settling."""
-        return (not self.queue and not self.pool.running and not self.tracker.unsettled()
-                and not self.intake.walking and next(self.tracker.ready(), None) is None)
+        """For ``once``: nothing running or queued, nothing ready, no file still settling, and no stack that only
+        the stack timeout can complete (a folder of finished stacks without a known count: each ``once`` sees its
+        files for the first time, so it must wait the timeout out, or it would never stack them)."""
+        if (self.queue or self.pool.running or self.tracker.unsettled() or self.intake.walking
+                or next(self.tracker.ready(), None) is not None):
+            return False
+        timing_out = self.tracker.awaiting_timeout()
+        if timing_out and not self._told_awaiting_timeout:
+            self._told_awaiting_timeout = True
+            log.info("once.awaiting_timeout", stacks=len(timing_out), first=str(timing_out[0]),
+                     timeout_seconds=self.settings.completeness.stack_timeout_seconds)
+        return not timing_out
 
     def _check_outputs(self, budget: float) -> None:
         """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again.
@@ -245,11 +255,14 @@ class Daemon:
         record = paths.record.relative_to(self.results).as_posix()
         thumbnails = (self.results / report_paths.thumbnail(record), self.results / report_paths.depth_thumbnail(record))
         return make_job(ready, sources, paths, self.settings, self.pool.workers, {"ctx": _Context(ready, time.time())},
-                        thumbnails=thumbnails, calibration=self.calibrations.get(ready.stack.scan))
+                        thumbnails=thumbnails)
 
     def _start_jobs(self) -> None:
         while self.queue and not self.stopping and self.pool.has_room_for(self.queue[0].estimate_bytes):
             job = self.queue.popleft()
+            # The scan's calibration as it is now, not as it was when the job was queued: a folder of stacks found
+            # at once (a copied scan, ``once``) reuses what its first stack learnt.
+            job.spec = replace(job.spec, calibration=self.calibrations.get(job.context["ctx"].ready.stack.scan))
             job.context["started_at"] = time.time()
             self.pool.submit(job)
             log.info("stack.started", stack=job.spec.stack, attempt=job.attempt, running=self.pool.running)

@@ -31,12 +31,12 @@ def frame_sources(ready: ReadyStack, folder: Path, archive: Path | None) -> tupl
 
 
 def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPaths, settings: Settings,
-             workers: int, context: dict, *, thumbnails: tuple[Path, Path] | None = None,
-             calibration: Calibration | None = None) -> Job:
+             workers: int, context: dict, *, thumbnails: tuple[Path, Path] | None = None) -> Job:
     """The job for ``ready``: its spec, and its estimated peak memory (also the worker's memory limit - 25 %).
 
-    ``thumbnails``: where the report's thumbnails of the result and of its depth map go; ``calibration``: the
-    scan's focus-step transforms for the engine to check and reuse.
+    ``thumbnails``: where the report's thumbnails of the result and of its depth map go. The scan's calibration
+    is added when the job starts (by the daemon), not here: a stack queued behind its scan's
+    first one should reuse what that one learns.
     """
     stacking = settings.stacking
     try:
@@ -58,7 +58,6 @@ def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPa
         fallback=settings.results.on_failure == "sharpest_frame",
         thumbnail=thumbnails[0] if thumbnails else None,
         depth_thumbnail=thumbnails[1] if thumbnails and stacking.depthmap else None,
-        calibration=calibration,
     )
     return Job(spec, estimate, context=context)
 

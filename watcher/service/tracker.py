@@ -286,6 +286,22 @@ class StackTracker:
             folder = self._scans[scan]
             yield stack, signature((n, folder.files[n].state) for n in folder.stacks[stack])
 
+    def awaiting_timeout(self) -> list[StackId]:
+        """Stacks not ready now that ``stack_timeout_seconds`` will still make ready (or usable, for a frame that
+        never got its end marker): what ``once`` waits for. Not a stack whose scan is still going with a known
+        count (only its count readies it), nor one backing off (see :meth:`waiting`)."""
+        self._refresh()
+        ready = {r.stack for r in self.ready()}
+        found = []
+        for stack in sorted(self._open - ready - set(self._backoff)):
+            folder = self._scans.get(self._where[stack])
+            if folder is None or folder.stacks is None or stack not in folder.stacks:
+                continue
+            still_going = folder.info is not None and folder.info.status is not None and not folder.info.ended
+            if not (expected_frames(stack, self.naming, folder.info) is not None and still_going):
+                found.append(stack)
+        return found
+
     def waiting(self) -> int:
         """Stacks backing off after a try that could not finish (an input unreadable, the results unwritable)."""
         self._refresh()
