@@ -297,8 +297,7 @@ class StackTracker:
             folder = self._scans.get(self._where[stack])
             if folder is None or folder.stacks is None or stack not in folder.stacks:
                 continue
-            still_going = folder.info is not None and folder.info.status is not None and not folder.info.ended
-            if not (expected_frames(stack, self.naming, folder.info) is not None and still_going):
+            if _timeout_applies(expected_frames(stack, self.naming, folder.info), folder.info):
                 found.append(stack)
         return found
 
@@ -422,8 +421,14 @@ class StackTracker:
             return "next stack started"
         if info is not None and info.ended and expected is None:
             return "scan ended"
-        still_going = info is not None and info.status is not None and not info.ended
-        if quiet >= self.timeout and not (expected is not None and still_going):
+        if quiet >= self.timeout and _timeout_applies(expected, info):
             return "timeout"
         return None
+
+
+def _timeout_applies(expected: int | None, info: ScanInfo | None) -> bool:
+    """Whether the stack timeout may complete a stack: not while its count is known and its scan is still going
+    (a paused scan may resume hours later)."""
+    still_going = info is not None and info.status is not None and not info.ended
+    return not (expected is not None and still_going)
 
