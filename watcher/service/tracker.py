@@ -287,13 +287,12 @@ class StackTracker:
             yield stack, signature((n, folder.files[n].state) for n in folder.stacks[stack])
 
     def awaiting_timeout(self) -> list[StackId]:
-        """Stacks not ready now that ``stack_timeout_seconds`` will still make ready (or usable, for a frame that
-        never got its end marker): what ``once`` waits for. Not a stack whose scan is still going with a known
-        count (only its count readies it), nor one backing off (see :meth:`waiting`)."""
+        """Open stacks that ``stack_timeout_seconds`` may still complete (or make usable, for a frame that never
+        got its end marker): what ``once`` waits for once nothing is :meth:`ready`. Not a stack whose scan is
+        still going with a known count (only its count readies it), nor one backing off (see :meth:`waiting`)."""
         self._refresh()
-        ready = {r.stack for r in self.ready()}
         found = []
-        for stack in sorted(self._open - ready - set(self._backoff)):
+        for stack in sorted(self._open - set(self._backoff)):
             folder = self._scans.get(self._where[stack])
             if folder is None or folder.stacks is None or stack not in folder.stacks:
                 continue
