@@ -93,6 +93,8 @@ class Daemon:
         self.calibrations = ScanCalibrations(settings.stacking.reuse_alignment == "scan")
         self.reporter = ReportRefresher(self.results, settings.results.layout)
         self.stopping = False
+        self.passes = 0
+        self.longest_pass_cpu = 0.0  # s of the main thread's CPU in its busiest pass: does any pass do too much?
         self._status = ""
         self.observer = None  # watchdog's observer, once started
 
@@ -104,7 +106,10 @@ class Daemon:
         try:
             self.start()
             while not self.stopping:
+                cpu = time.thread_time()
                 self.step()
+                self.passes += 1
+                self.longest_pass_cpu = max(self.longest_pass_cpu, time.thread_time() - cpu)
                 if self.once and self._idle():
                     break
             return self.shutdown()
@@ -167,7 +172,8 @@ class Daemon:
         waiting = self.tracker.waiting()
         self.reporter.stop()
         log.info("daemon.stopped", done=self.counts["done"], failed=self.counts["failed"],
-                 pending=self.tracker.pending(), waiting=waiting)
+                 pending=self.tracker.pending(), waiting=waiting, passes=self.passes,
+                 longest_pass_cpu_ms=round(self.longest_pass_cpu * 1000, 1))
         self.notifier.close()
         return 1 if self.once and (self.counts["failed"] or waiting) else 0
 
