@@ -148,13 +148,15 @@ class ClusterConnection:
 
 
 def describe_cluster(address: str, timeout: float = CONNECT_TIMEOUT) -> dict:
-    """For ``status``: the cluster's workers and the stacks each one runs now (from the scheduler; no daemon
-    needed). ``{"scheduler", "error", "workers": [{"name", "address", "host", "threads", "memory_mb", "stacks"}]}``;
+    """For ``status``: the cluster's workers and the stacks each one runs now (from the scheduler alone: no daemon
+    needed, and a worker that does not answer -- swapping, stopped -- cannot hang ``status``). The daemon sends no
+    more stacks than the workers have threads, so what the scheduler has given a worker is what it runs.
+    ``{"scheduler", "error", "workers": [{"name", "address", "host", "threads", "memory_mb", "stacks"}]}``;
     ``error`` says why there are no workers to show (the scheduler unreachable)."""
     try:
         with Client(address, timeout=timeout, set_as_default=False) as client:
             info = client.scheduler_info(n_workers=-1)
-            running = client.call_stack()  # {worker address: {key: call stack}}: what each one executes now
+            running = client.processing()  # {worker address: [keys the scheduler has given it]}
     except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError: report it, do not fail status
         return {"scheduler": address, "error": str(exc) or type(exc).__name__, "workers": []}
     workers = []
