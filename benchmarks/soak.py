@@ -56,6 +56,9 @@ FRAMES = 3
 TRAVERSAL_NAMES = ("a\\..\\..\\evil_fs00.jpg", "..\\escape_fs00.jpg")
 SETTLE, STACK_TIMEOUT = 1.0, 8.0
 _KERNEL_DEFAULT_QUEUED_EVENTS = "16384"
+# Held exclusively while the system-wide inotify queue limit is lowered; other daemons started meanwhile (the
+# tests' own, in other processes) take it shared, so they never start with the small queue.
+INOTIFY_KNOB_LOCK = Path("/tmp/focus-watcher-soak-inotify.lock")
 # As root, the daemon runs without the capabilities that bypass file permissions, as the service user does.
 UNPRIVILEGED = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
                 "--bounding-set=-dac_override,-dac_read_search"]
@@ -67,6 +70,7 @@ class Night:
     minutes: float
     stacks: int
     workers: int
+    burst: int = 30  # stacks written at once, faster than any pool drains
     seed: int = 0
     as_root: bool = field(default_factory=lambda: os.geteuid() == 0)
 
@@ -179,7 +183,7 @@ class Night:
         if not self.as_root:
             yield
             return
-        with open("/tmp/focus-watcher-soak-inotify.lock", "a") as lock:
+        with open(INOTIFY_KNOB_LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             old = knob.read_text().strip()
             knob.write_text("64")
@@ -314,13 +318,13 @@ class Night:
         return schedule
 
     def _burst(self, scan: Path, avoid: int) -> None:
-        """30 stacks at once (positions 900+), faster than any pool drains; some deleted while queued."""
-        for b in range(30):
+        """``burst`` stacks at once (positions 900+), faster than any pool drains; some deleted while queued."""
+        for b in range(self.burst):
             planned = self.write_stack(scan, f"{scan.name}_{900 + b:03d}")
             if b % 10 == 9:
                 planned.expect = "ok_or_absent"
                 threading.Timer(1.5, self._delete, args=(scan, planned)).start()
-        self.counts["burst"] += 30
+        self.counts["burst"] += self.burst
 
     def _delete_soon(self, scan: Path, name: str) -> None:
         planned = self.plan[f"{scan.relative_to(self.hot).as_posix()}/{name}"]
@@ -535,8 +539,8 @@ class Notifications:
                 self._last = None
 
 
-def run_night(root: Path, minutes: float, stacks: int, workers: int) -> Night:
-    night = Night(root, minutes, stacks, workers)
+def run_night(root: Path, minutes: float, stacks: int, workers: int, burst: int = 30) -> Night:
+    night = Night(root, minutes, stacks, workers, burst)
     started = time.monotonic()
     night.night()
     night.seconds = time.monotonic() - started

@@ -92,7 +92,7 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
     """Rows of the report, the failures (stack, error, explained) and the duplicated stacks' events."""
     log = events(night.root / "daemon.stderr")
     runs = Counter(e["stack"] for e in log if e.get("event") in ("stack.done", "stack.failed"))
-    rows = Counter({key: 0 for key in MUST_BE_ZERO})
+    rows = Counter(dict.fromkeys(MUST_BE_ZERO, 0))
     failures: list[tuple[str, str, bool]] = []
     duplicates: list[list[dict]] = []
     for planned in night.plan.values():
@@ -137,6 +137,14 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
     return rows, failures, duplicates
 
 
+def busiest_pass_ms(night) -> float | None:
+    """CPU ms of the main loop's busiest pass, as the daemon measured it itself (over the runs that stopped
+    cleanly and said so: a SIGKILLed run says nothing); None if none did."""
+    figures = [e["longest_pass_cpu_ms"] for e in events(night.root / "daemon.stderr")
+               if e.get("event") == "daemon.stopped" and "longest_pass_cpu_ms" in e]
+    return max(figures, default=None)
+
+
 def _disposal(night, rows: Counter) -> None:
     """Every archived input is exactly what its stack's ok record stacked; no ok stack's inputs stay behind."""
     stacked = {}
@@ -177,7 +185,8 @@ def report(night, seconds: float) -> str:
         f"{counts['unreadable_periods']}",
         f"{'second daemons started / refused':40} {counts['second_daemons']:6} / {counts['second_daemons_refused']}",
         f"{'workers killed mid-stack':40} {counts['workers_killed']:6}",
-        f"{'watchdog pings / longest gap s (< 4 ok)':40} {night.notify.pings:6} / {night.notify.longest_gap:.1f}",
+        f"{'watchdog pings / longest gap s':40} {night.notify.pings:6} / {night.notify.longest_gap:.1f}",
+        f"{'busiest loop pass, CPU ms, its own':40} {busiest_pass_ms(night) or 0:6.1f}",
         f"{'stacks deleted by the rig':40} {counts['deleted_stacks']:6}",
         f"{'read-only / full periods':40} {counts['readonly_periods']:3} / {counts['full_periods']}",
         f"{'daemon peak RSS MiB':40} {night.peak_rss_mb():6.1f}",

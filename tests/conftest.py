@@ -8,10 +8,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The test processes run side by side and already use every core: OpenCV's own threads would only contend
+    # with them (its idle threads spin before they sleep). Results do not depend on the thread count (tested).
+    cv2.setNumThreads(1)
 
 
 def unprivileged(command: list[str]) -> list[str]:
@@ -42,3 +49,20 @@ def pcb_stack() -> list[Path]:
 def ring_stack() -> list[Path]:
     """6 real 1521x1141 JPEG frames of a ring on white (Apache-2.0, cmcguinness/focusstack)."""
     return vendored("cmcguinness_steps", "step*.jpg", 6)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Markers by where a test lives (``-m "not cluster"``, ...); the Dask cluster tests run in one process of
+    pytest-xdist, which starts one shared cluster for them (tests/e2e/cluster/conftest.py). The fault night and the
+    cluster tests, long in wall time but mostly waiting, are handed out first, so that the rest fills in beside
+    them instead of the run ending on one of them alone."""
+    items.sort(key=lambda item: 0 if item.path.name == "test_soak.py" or "cluster" in item.path.parts else 1)
+    for item in items:
+        parts = Path(item.path).relative_to(REPO / "tests").parts
+        if parts[0] == "e2e" or item.path.name == "test_soak.py":
+            item.add_marker(pytest.mark.e2e)
+        if parts[:2] == ("e2e", "cluster"):
+            item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+        if item.path.name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)

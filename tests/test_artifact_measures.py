@@ -98,8 +98,8 @@ def test_hollowness_sees_grey_stroke_interiors(board) -> None:
 
 def test_mottling_sees_blotches_in_flat_regions_only() -> None:
     rng = np.random.default_rng(1)
-    flat = np.full(SHAPE + (3,), 0.8, np.float32) + 0.004 * rng.standard_normal(SHAPE + (3,)).astype(np.float32)
-    blotches = cv2.GaussianBlur(rng.standard_normal(SHAPE + (3,)).astype(np.float32), (0, 0), 6.0)
+    flat = np.full((*SHAPE, 3), 0.8, np.float32) + 0.004 * rng.standard_normal((*SHAPE, 3)).astype(np.float32)
+    blotches = cv2.GaussianBlur(rng.standard_normal((*SHAPE, 3)).astype(np.float32), (0, 0), 6.0)
     blotchy = flat * (1 + 0.015 * blotches / blotches.std())
     scores = _scores({"flat": _u8(flat), "blotchy": _u8(blotchy)}, _u8(flat))
     assert scores["blotchy"]["mottle"] > 3 * scores["flat"]["mottle"]

@@ -15,7 +15,7 @@ SHAPE = (320, 400)
 def image() -> np.ndarray:
     """A textured 8-bit BGR image with some structure at every scale."""
     rng = np.random.default_rng(0)
-    noise = rng.standard_normal(SHAPE + (3,)).astype(np.float32)
+    noise = rng.standard_normal((*SHAPE, 3)).astype(np.float32)
     layers = sum(cv2.GaussianBlur(noise, (0, 0), sigma) * sigma for sigma in (1.0, 3.0, 9.0))
     return np.clip(128 + 40 * layers / layers.std(), 0, 255).astype(np.uint8)
 

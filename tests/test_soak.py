@@ -1,16 +1,32 @@
-"""The overnight promise, compressed: a 1-minute night of faults against a real daemon (benchmarks/soak.py)."""
+"""The overnight promise, compressed: a night of faults against a real daemon (benchmarks/soak.py).
+
+The default run has a shorter night (24 s of writing, 40 stacks, a smaller burst); ``pytest -m slow`` (CI) the
+one-minute night. Both inject every fault of the campaign, and must reconcile to nothing lost, doubled or partial.
+"""
 
 from __future__ import annotations
 
 import os
 
+import pytest
+
 from benchmarks.soak import run_night
-from benchmarks.soak_report import MUST_BE_ZERO
+from benchmarks.soak_report import MUST_BE_ZERO, busiest_pass_ms
 from benchmarks.soak_report import report as format_report
 
+WORKERS = max(1, (os.cpu_count() or 1) - 1)
 
+
+def test_a_short_night_of_faults_loses_nothing_and_does_nothing_twice(tmp_path):
+    check(run_night(tmp_path / "night", minutes=0.4, stacks=40, workers=WORKERS, burst=10))
+
+
+@pytest.mark.slow
 def test_a_night_of_faults_loses_nothing_and_does_nothing_twice(tmp_path):
-    night = run_night(tmp_path / "night", minutes=1.0, stacks=90, workers=max(1, (os.cpu_count() or 1) - 1))
+    check(run_night(tmp_path / "night", minutes=1.0, stacks=90, workers=WORKERS))
+
+
+def check(night) -> None:
     report = format_report(night, night.seconds)
     rows, counts = night.rows, night.counts
     assert {key: rows[key] for key in MUST_BE_ZERO} == dict.fromkeys(MUST_BE_ZERO, 0), report
@@ -28,7 +44,9 @@ def test_a_night_of_faults_loses_nothing_and_does_nothing_twice(tmp_path):
     assert counts["results_deleted"] == 1 and rows["results found deleted (running)"] == 1, report
     assert counts["unreadable_periods"] == 1 and rows["inputs unavailable (retried)"] >= 1, report  # EACCES
     assert rows["records not ours (ignored)"] >= 3, report
-    assert night.notify.longest_gap < 4.0, report  # the main loop never stalled past the watchdog
+    # No pass of the main loop did too much (the daemon's own figure, whatever the machine's load: far under the
+    # systemd watchdog's 4 s here).
+    assert busiest_pass_ms(night) < 500, report
     assert night.peak_rss_mb() < 250, report  # the zip member that inflates to 512 MiB never entered it
     if night.counts["tmpfs"]:  # running as root: read-only and full results folder were injected too
         assert night.counts["readonly_periods"] == 1 and night.counts["full_periods"] == 1, report

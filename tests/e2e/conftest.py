@@ -9,6 +9,8 @@ Waiting is always a poll against a deadline (:func:`wait_until`); a timeout fail
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -30,6 +32,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.soak import INOTIFY_KNOB_LOCK
 from tests.conftest import unprivileged as as_unprivileged
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,10 +152,29 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+@contextlib.contextmanager
+def paused(pid: int):
+    """Process ``pid`` stopped (SIGSTOP) for the block, continued after it: a stack caught running stays running
+    for as long as the test needs, however fast or loaded the machine is."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed meanwhile (by the test, or by the daemon)
+            os.kill(pid, signal.SIGCONT)
+
+
 def stacking_workers(daemon_pid: int) -> list[int]:
     """The daemon's stacking worker processes: the children of its multiprocessing forkserver."""
     servers = [pid for pid in children(daemon_pid) if "forkserver" in cmdline(pid)]
     return [worker for server in servers for worker in children(server)]
+
+
+def the_worker(daemon: Daemon) -> int:
+    """The one stacking worker process of ``daemon`` running now."""
+    workers = daemon.wait_for(lambda: stacking_workers(daemon.pid), 15, "a stacking worker process")
+    assert len(workers) == 1, f"expected one worker, found {workers}"
+    return workers[0]
 
 
 class Watchdog:
@@ -244,6 +266,13 @@ class Daemon:
         return self.wait_for(lambda: len(found := self.events(name, **match)) >= count and found,
                              timeout, f"{count} x {name} {match or ''}")
 
+    def wait_done(self, stacks: Iterable[str], timeout: float, what: str = "the stacks done") -> None:
+        """Each of ``stacks`` has an ok record and this daemon's ``stack.done`` line (written just after the
+        record: a test that counts the lines waits for them, not only for the records)."""
+        stacks = list(stacks)
+        self.wait_for(lambda: self.rig.ok_records(stacks)
+                      and set(stacks) <= {e["stack"] for e in self.events("stack.done")}, timeout, what)
+
     def wait_ready(self, timeout: float = 20.0) -> None:
         self.wait_event("daemon.ready", timeout)
 
@@ -263,14 +292,10 @@ class Daemon:
         self.proc.wait(10)
 
     def kill_group(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 # --- the rig: folders, config, results -----------------------------------------------------------------------
@@ -328,11 +353,15 @@ class Rig:
         """Start a daemon; ``unprivileged``: with file permissions applying to it even when the tests run as
         root (as the service user); ``env``: extra environment (e.g. :meth:`Watchdog.env`); ``prefix``: a
         command that runs it (e.g. ``setpriv ...``); ``umask``: its umask."""
-        daemon = Daemon(self, command, config or self.config(), len(self.daemons), unprivileged=unprivileged,
-                        env=env, prefix=prefix, umask=umask)
-        self.daemons.append(daemon)
-        if wait_ready and command == "run":
-            daemon.wait_ready()
+        with open(INOTIFY_KNOB_LOCK, "a") as knob:
+            # Not while a soak night (another test process) has lowered the system-wide inotify queue limit for its
+            # own daemon: that one's events overflow on purpose, this one's must not.
+            fcntl.flock(knob, fcntl.LOCK_SH)
+            daemon = Daemon(self, command, config or self.config(), len(self.daemons), unprivileged=unprivileged,
+                            env=env, prefix=prefix, umask=umask)
+            self.daemons.append(daemon)
+            if wait_ready and command == "run":
+                daemon.wait_ready()
         return daemon
 
     def cli(self, *args: str, config: Path | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:

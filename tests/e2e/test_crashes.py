@@ -7,13 +7,13 @@ import random
 import signal
 import time
 
-
 from tests.e2e.conftest import (
     cmdline,
     count_by_stack,
     living_in_group,
+    paused,
     process_gone,
-    stacking_workers,
+    the_worker,
     wait_until,
     write_openscan3_stacks,
 )
@@ -29,13 +29,6 @@ def write_big(rig, frames, size: str = "big") -> str:
 def write_small(rig, frames, positions) -> list[str]:
     """Stacks of 3 frames of 320x240 (a fraction of a second each) in ``small/scan01``."""
     return write_openscan3_stacks(rig.hot, "small", 1, {p: frames.stack(3, offset=p) for p in positions})
-
-
-def the_worker(daemon) -> int:
-    """The one stacking worker process running now."""
-    workers = daemon.wait_for(lambda: stacking_workers(daemon.pid), 5, "a stacking worker process")
-    assert len(workers) == 1, f"expected one worker, found {workers}"
-    return workers[0]
 
 
 def test_kill_9_mid_run_then_restart_leaves_whole_results_and_finishes_the_rest(rig, frames):
@@ -71,7 +64,7 @@ def test_kill_9_mid_run_then_restart_leaves_whole_results_and_finishes_the_rest(
     assert set(records) == everything
     assert all(r["status"] == "ok" and r["attempts"] == 1 for r in records.values())
     # Exactly the stacks without a record were stacked again, each once.
-    assert count_by_stack(restarted.events(), "stack.started") == {s: 1 for s in everything - recorded}
+    assert count_by_stack(restarted.events(), "stack.started") == dict.fromkeys(everything - recorded, 1)
     # Workers of the killed daemon end themselves within moments (see the next test); let them before the last check.
     wait_until(lambda: not living_in_group(daemon.pid), 30, "the killed daemon's orphaned workers to end")
     assert rig.temp_files() == []
@@ -87,10 +80,10 @@ def test_kill_9_of_the_daemon_takes_its_running_workers_with_it(rig, frames):
     daemon.wait_event("stack.started", stack=big)
     worker = the_worker(daemon)
     daemon.kill9()
-    # PR_SET_PDEATHSIG kills within milliseconds; the stack itself needs another second or more.
-    wait_until(lambda: process_gone(worker), 0.5, f"worker {worker} to die with its daemon",
+    wait_until(lambda: process_gone(worker), 30, f"worker {worker} to end",
                lambda: f"worker cmdline: {cmdline(worker)!r}")
-    # If it lived on, it would finish the stack and write its image into the results folder (seen: 1-3 s later).
+    # An orphan would have lived until its stack was done, and written its image into the results folder; a worker
+    # that ends with its daemon never gets there, however fast or slow the machine.
     image = rig.results / "big" / "scan01" / "scan01_001.jpg"
     assert not image.exists()
 
@@ -107,11 +100,11 @@ def test_a_killed_worker_is_retried_and_its_stack_then_succeeds(rig, frames):
     retry = daemon.wait_event("stack.retry", stack=big)[0]
     assert retry["attempt"] == 1 and "worker killed by SIGKILL" in retry["error"], retry
     daemon.wait_event("stack.started", stack=big, attempt=2)
-    daemon.wait_for(lambda: rig.ok_records([big, *small]), 30, "the retried stack and the others ok")
+    daemon.wait_done([big, *small], 30, "the retried stack and the others")
     records = rig.records()
     assert records[big]["attempts"] == 2 and records[big]["error"] is None, records[big]
     assert all(records[s]["attempts"] == 1 for s in small)
-    assert count_by_stack(daemon.events(), "stack.done") == {s: 1 for s in [big, *small]}
+    assert count_by_stack(daemon.events(), "stack.done") == dict.fromkeys([big, *small], 1)
     assert daemon.events("stack.failed") == []
     assert rig.temp_files() == []
     assert daemon.terminate() == 0
@@ -174,7 +167,7 @@ def test_corrupt_frames_fail_only_their_own_stacks_and_the_daemon_carries_on(rig
         else:
             assert record["status"] == "ok", record
             assert not any((folder / n).exists() for n in names), "after_success = delete"
-    assert count_by_stack(daemon.events(), "stack.started") == {s: 1 for s in ids.values()}
+    assert count_by_stack(daemon.events(), "stack.started") == dict.fromkeys(ids.values(), 1)
     assert len(daemon.events("stack.failed")) == 3
     assert rig.assert_results_sound() == 2
     assert daemon.alive
@@ -192,10 +185,9 @@ def test_sigterm_with_a_stack_past_the_grace_period_exits_0_and_leaves_it_for_th
     big = write_big(rig, frames, "medium")
     daemon.wait_event("stack.started", stack=big)
     worker = the_worker(daemon)
-    signalled = time.monotonic()
-    daemon.proc.send_signal(signal.SIGTERM)
-    assert daemon.wait_exit(grace + 10) == 0
-    assert time.monotonic() - signalled < grace + 3.0, "exit long after the grace period"
+    with paused(worker):  # it cannot finish within the grace period, however fast the machine
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.wait_exit(grace + 30) == 0
     assert daemon.events("daemon.stopping")[0]["running"] == 1
     stopped = daemon.events("daemon.stopped")
     assert len(stopped) == 1 and stopped[0]["done"] == 0 and stopped[0]["pending"] == 1, stopped
@@ -221,10 +213,8 @@ def test_sigterm_lets_a_running_stack_finish_within_the_grace_period(rig, frames
     daemon = rig.start(config)
     daemon.wait_event("stack.started", stack=big)
     assert big not in rig.records()
-    signalled = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
-    assert daemon.wait_exit(grace + 10) == 0
-    assert time.monotonic() - signalled < grace
+    assert daemon.wait_exit(grace + 30) == 0
     stopping = daemon.events("daemon.stopping")[0]
     assert (stopping["running"], stopping["queued"]) == (1, 2), stopping
     stopped = daemon.events("daemon.stopped")[0]

@@ -11,14 +11,16 @@ import signal
 import time
 import zipfile
 import zlib
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import (
-    Watchdog,
     count_by_stack,
     openscan3_name,
     openscan3_stack,
+    paused,
+    the_worker,
     write_frame,
     write_openscan3_stacks,
     write_scan_json,
@@ -27,7 +29,7 @@ from watcher.atomic import temp_name_for
 
 
 def daemon_peak_rss_mb(daemon) -> float:
-    for line in open(f"/proc/{daemon.pid}/status"):
+    for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
@@ -133,25 +135,22 @@ def test_a_zip_member_that_inflates_to_512_mib_fails_its_stack_and_is_never_infl
     assert daemon.terminate() == 0
 
 
-def test_a_1000_member_zip_does_not_stall_the_main_loop(rig, frames, tmp_path):
+def test_a_1000_member_zip_does_not_stall_the_main_loop(rig, frames):
     """A scan zip of 1000 members: its directory is read once per change, not once per member and pass (which
-    held the loop for seconds per pass: past the watchdog)."""
-    watchdog = Watchdog(tmp_path / "notify", usec=1_000_000)
-    try:
-        config = rig.config(naming={"stack_size": 4})  # 3 frames per position: waits, nothing is stacked
-        daemon = rig.start(config, env=watchdog.env())
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-            for index in range(1000):
-                archive.writestr(f"owl_1_{index // 3}-{index % 3}.jpg", frames.small[index % 7][:2000] + b"\xff\xd9")
-        since = time.monotonic()
-        write_frame(rig.hot / "2024-03-05_10.11.12-owl.zip", buffer.getvalue())
-        time.sleep(3.0)  # the members settle (0.5 s) and are confirmed, pass after pass
-        assert watchdog.longest_gap(since) < 1.0, watchdog.pings
-        assert daemon.alive
-        assert daemon.terminate() == 0
-    finally:
-        watchdog.close()
+    held the loop for seconds per pass: past the watchdog). The daemon measures its own passes: the main thread's
+    CPU in its busiest one, whatever else the machine is doing."""
+    config = rig.config(naming={"stack_size": 4})  # 3 frames per position: waits, nothing is stacked
+    daemon = rig.start(config)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for index in range(1000):
+            archive.writestr(f"owl_1_{index // 3}-{index % 3}.jpg", frames.small[index % 7][:2000] + b"\xff\xd9")
+    write_frame(rig.hot / "2024-03-05_10.11.12-owl.zip", buffer.getvalue())
+    time.sleep(3.0)  # the members settle (0.5 s) and are confirmed, pass after pass
+    assert daemon.alive
+    assert daemon.terminate() == 0
+    [stopped] = daemon.events("daemon.stopped")
+    assert stopped["passes"] > 0 and stopped["longest_pass_cpu_ms"] < 250, stopped
 
 
 def test_a_frame_replaced_while_its_stack_is_fused_is_not_archived_but_stacked_again(rig, frames):
@@ -167,7 +166,8 @@ def test_a_frame_replaced_while_its_stack_is_fused_is_not_archived_but_stacked_a
     daemon.wait_event("stack.started", stack=stack)
     replaced = rig.hot / "big" / "scan01" / openscan3_name(1, 1, 3)
     new = frames.medium[5]
-    write_frame(replaced, new)
+    with paused(the_worker(daemon)):  # replaced while the stack runs, however fast the machine
+        write_frame(replaced, new)
     daemon.wait_for(lambda: not list((rig.hot / "big" / "scan01").glob("*.jpg")), 40, "inputs archived")
     assert daemon.events("inputs.changed", stack=stack) or daemon.events("inputs.unavailable", stack=stack)
     record = rig.records()[stack]
@@ -187,8 +187,9 @@ def test_an_unreadable_frame_waits_and_is_stacked_once_readable_never_failed(rig
     folder = rig.hot / "lab" / "scan01"
     ends = [folder / openscan3_name(1, 1, k) for k in (0, 6)]  # read last, whatever the reference
     daemon.wait_event("stack.started", stack=stack)
-    for path in ends:
-        path.chmod(0)
+    with paused(the_worker(daemon)):  # before the worker has read them a second time, however fast it is
+        for path in ends:
+            path.chmod(0)
     unavailable = daemon.wait_event("inputs.unavailable", stack=stack, timeout=20)[0]
     assert "Permission denied" in unavailable["error"] and unavailable["retry_in"] >= 1.0, unavailable
     assert stack not in rig.records()
@@ -233,9 +234,10 @@ def test_inputs_are_disposed_of_after_a_stop_between_record_and_disposal_and_aft
         assert len(list(folder.glob("*.jpg"))) == 6
     finally:
         folder.chmod(0o755)
-    second.wait_for(lambda: not list(folder.glob("*.jpg")), 20, "inputs deleted once the folder is writable")
+    second.wait_event("inputs.deleted", count=2, timeout=20)  # once the folder is writable
+    assert not list(folder.glob("*.jpg"))
     assert second.events("stack.started") == []
-    assert count_by_stack(second.events(), "inputs.deleted") == {s: 1 for s in stacks}
+    assert count_by_stack(second.events(), "inputs.deleted") == dict.fromkeys(stacks, 1)
     assert second.terminate() == 0
 
 

@@ -36,7 +36,7 @@ def test_once_stacks_what_is_complete_and_status_counts_done_failed_pending(rig,
 
     once = rig.start(command="once")
     assert once.wait_exit(30) == 1, once.tail()
-    assert count_by_stack(once.events(), "stack.done") == {s: 1 for s in complete}
+    assert count_by_stack(once.events(), "stack.done") == dict.fromkeys(complete, 1)
     assert count_by_stack(once.events(), "stack.failed") == {corrupt[0]: 1}
     assert once.events("daemon.stopped")[0]["pending"] == 1
     records = rig.records()

@@ -20,7 +20,8 @@ import pytest
 
 from watcher.config import StackingSettings
 from watcher.report import PendingStack
-from watcher.report.paths import depth_thumbnail, thumbnail as thumbnail_path
+from watcher.report.paths import depth_thumbnail
+from watcher.report.paths import thumbnail as thumbnail_path
 from watcher.service.naming import StackId
 from watcher.service.results import build_record
 from watcher.stacking.output import encode_image, thumbnail

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zipfile
 
 import pytest
@@ -33,11 +32,14 @@ def test_a_zip_still_being_written_is_not_readable_yet(tmp_path):
 
 
 def test_a_zip_claiming_too_many_members_is_refused_before_its_directory_is_parsed(tmp_path):
-    write_zip(tmp_path / "s.zip", {f"a_1-{i}.jpg": b"" for i in range(MAX_MEMBERS + 1)})
-    started = time.perf_counter()
+    """The end record claims 20 001 members; the directory holds one. Parsing the directory would find the
+    mismatch (or build 20 001 ZipInfo objects for a real one): only the claim can be what refuses it."""
+    data = bytearray(write_zip(tmp_path / "s.zip", {"a_1-0.jpg": b"x"}))
+    end = data.rindex(b"PK\x05\x06")
+    struct.pack_into("<HH", data, end + 8, MAX_MEMBERS + 1, MAX_MEMBERS + 1)  # entries on this disk, in all
+    (tmp_path / "s.zip").write_bytes(bytes(data))
     with pytest.raises(ArchiveRefused, match=f"claims {MAX_MEMBERS + 1} members"):
         list_members(tmp_path / "s.zip")
-    assert time.perf_counter() - started < 0.5  # the end record alone, not 20 001 ZipInfo objects
 
 
 def test_claimed_sizes_of_a_bomb_refuse_the_whole_zip(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,10 +30,8 @@ def test_ready_watchdog_status_and_stopping(tmp_path):
     def receive_until(predicate, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not predicate():
-            try:
+            with contextlib.suppress(TimeoutError):
                 messages.append((time.monotonic(), listener.recv(4096).decode().splitlines()))
-            except TimeoutError:
-                pass
         assert predicate(), messages
 
     def seen(line: str) -> bool:

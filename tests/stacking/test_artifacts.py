@@ -100,7 +100,7 @@ def test_detail_is_kept(scored, name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_every_frame_is_aligned(scored, name):
-    _, record, case, ref = scored[name]
+    _, record, _case, ref = scored[name]
     frames = record["frames"]
     assert all(f["model"] != "identity" for i, f in enumerate(frames) if i != ref), [f["model"] for f in frames]
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from watcher.stacking.blend import BLENDS, SHARP, SOFT, Fusion, FrameWeights, Upsampled, kernel, transitions
+from watcher.stacking.blend import BLENDS, SHARP, SOFT, FrameWeights, Fusion, Upsampled, kernel
 
 RNG = np.random.default_rng(11)
 
@@ -41,7 +41,6 @@ def test_upsampled_strips_equal_a_whole_resize_and_support_covers_the_non_zero_c
 
 
 def weights_for(maps: list[np.ndarray], method: str, gains=(1.0, 1.0, 1.0)) -> list[FrameWeights]:
-    luma_half, colour_half = transitions(method)
     return [FrameWeights(m, m, np.eye(3), gains) for m in maps]
 
 

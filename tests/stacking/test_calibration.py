@@ -17,7 +17,7 @@ from watcher.stacking.pipeline import reference_index, stack
 
 SIZE, FRAMES = (640, 480), 7
 # A rig whose camera stands still: the same focus steps (breathing) at every position.
-RIG = dict(size=SIZE, n_frames=FRAMES, scale_step=0.006, max_shift_px=0.0, max_rotation_deg=0.0)
+RIG = {"size": SIZE, "n_frames": FRAMES, "scale_step": 0.006, "max_shift_px": 0.0, "max_rotation_deg": 0.0}
 REF = reference_index(FRAMES, "middle")
 
 
@@ -26,7 +26,8 @@ def transforms(record: dict) -> list[np.ndarray]:
 
 
 def corner_errors(record: dict, case) -> list[float]:
-    return [corner_error_rms(w, case.true_alignment(i, REF), case.truth.shape) for i, w in enumerate(transforms(record))]
+    return [corner_error_rms(w, case.true_alignment(i, REF), case.truth.shape)
+            for i, w in enumerate(transforms(record))]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ spread light never decides a pixel, and refinement smooths only what has no evid
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from watcher.stacking.depth import DepthMap, DepthVotes, decide, fill, refine, spread_bound

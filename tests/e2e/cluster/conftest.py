@@ -7,6 +7,7 @@ everything it started; the fixture calls it whatever the test did.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,10 +63,13 @@ class Cluster:
                                                 "--no-dashboard"])
 
     def stop_scheduler(self) -> None:
-        """SIGTERM, as ``systemctl stop`` does; the workers end with it (they need a scheduler)."""
+        """SIGTERM, as ``systemctl stop`` does. The workers end with it (they need a scheduler):
+        :meth:`wait_workers_ended`."""
         assert self.scheduler is not None
         self.scheduler.send_signal(signal.SIGTERM)
         self.scheduler.wait(30)
+
+    def wait_workers_ended(self) -> None:
         for process in self.workers.values():
             process.wait(30)
 
@@ -83,6 +87,18 @@ class Cluster:
             return workers if len(workers) >= count else None
         return wait_until(ready, timeout, f"{count} Dask workers at {self.address}", self.tail)
 
+    def wait_until_idle(self, timeout: float = 60.0) -> None:
+        """Both workers ("w1", "w2") connected and running no task (a worker killed by an earlier test is back)."""
+        def idle():
+            try:
+                with Client(self.address, timeout=5, set_as_default=False) as client:
+                    workers = client.scheduler_info(n_workers=-1)["workers"]
+                    busy = [key for keys in client.processing().values() for key in keys]
+            except OSError:
+                return False
+            return {w["name"] for w in workers.values()} == {"w1", "w2"} and not busy
+        wait_until(idle, timeout, f"workers w1 and w2 idle at {self.address}", self.tail)
+
     def tail(self, lines: int = 15) -> str:
         parts = []
         for path in sorted(self.root.glob("*.log")):
@@ -92,27 +108,49 @@ class Cluster:
 
     def close(self) -> None:
         for process in self._started:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         for process in self._started:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+
+
+def _started(root: Path) -> Cluster:
+    cluster = Cluster(root)
+    cluster.root.mkdir()
+    cluster.start_scheduler()
+    cluster.start_worker("w1")
+    cluster.start_worker("w2")
+    cluster.wait_for_workers(2)
+    return cluster
+
+
+@pytest.fixture(scope="package")  # stopped after the last test here: an idle cluster still costs CPU
+def _shared_cluster(tmp_path_factory):
+    cluster = _started(tmp_path_factory.mktemp("shared") / "cluster")
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture
-def cluster(request, tmp_path):
-    """A scheduler and two 1-thread workers ("w1", "w2", 2 GB memory resource each), up and registered."""
-    cluster = Cluster(tmp_path / "cluster")
-    cluster.root.mkdir()
+def cluster(request, _shared_cluster):
+    """A scheduler and two 1-thread workers ("w1", "w2", 2 GB memory resource each), up, registered and idle.
+
+    Shared by the tests of this folder (starting one costs seconds of CPU): a test may kill a worker, whose nanny
+    brings it back, and each test starts once both are back and nothing from an earlier test still runs on them.
+    A test that stops the scheduler takes :func:`own_cluster` instead.
+    """
+    _shared_cluster.wait_until_idle()
+    yield _shared_cluster
+    if getattr(request.node, "e2e_failed", False):
+        print(_shared_cluster.tail(40))
+
+
+@pytest.fixture
+def own_cluster(request, tmp_path):
+    """Like :func:`cluster`, but this test's alone: it may stop the scheduler."""
+    cluster = _started(tmp_path / "cluster")
     try:
-        cluster.start_scheduler()
-        cluster.start_worker("w1")
-        cluster.start_worker("w2")
-        cluster.wait_for_workers(2)
         yield cluster
     finally:
         cluster.close()

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from tests.e2e.cluster.conftest import Cluster
-from tests.e2e.conftest import write_openscan3_stacks
+from tests.e2e.conftest import paused, write_openscan3_stacks
 
 
 def dask_config(rig, cluster, workers: dict | None = None):
@@ -60,13 +60,16 @@ def test_a_stack_whose_workers_keep_dying_fails_after_its_retries_with_a_record(
     assert daemon.terminate() == 0
 
 
-def test_the_scheduler_stopped_and_restarted_under_a_running_daemon(rig, cluster, frames):
+def test_the_scheduler_stopped_and_restarted_under_a_running_daemon(rig, own_cluster, frames):
     """Intake pauses while the scheduler is away (the stack running then is not failed, and stacks that became
     ready meanwhile wait), the daemon says so and reconnects by itself; afterwards every stack is done, once."""
+    cluster = own_cluster
     daemon = rig.start(dask_config(rig, cluster))
-    [running] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big * 2})
-    daemon.wait_event("stack.running", stack=running)
-    cluster.stop_scheduler()  # the workers end with it, the running stack with them
+    [running] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big})
+    worker = daemon.wait_event("stack.running", stack=running)[0]["pid"]
+    with paused(worker):  # the stack is still running when the scheduler goes, however fast the machine is
+        cluster.stop_scheduler()
+    cluster.wait_workers_ended()  # the workers end with it, the running stack with them
     daemon.wait_event("cluster.disconnected", timeout=30)
     during = write_openscan3_stacks(rig.hot, "small", 1, {p: frames.stack(3, offset=p) for p in range(3)})
     daemon.wait_event("stack.ready", count=len(during), timeout=20)
@@ -117,7 +120,7 @@ def test_a_stack_past_its_timeout_fails_and_its_stuck_worker_is_restarted(rig, c
     """A thread cannot be killed: the worker running a stack past ``workers.stack_timeout_seconds`` is restarted
     by its nanny, so that it is free again; the stack fails with a record, the next one is stacked."""
     daemon = rig.start(dask_config(rig, cluster, {"stack_timeout_seconds": 1.0}))
-    [slow] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big * 2})
+    [slow] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big})
     running = daemon.wait_event("stack.running", stack=slow)[0]
     failed = daemon.wait_event("stack.failed", stack=slow, timeout=30)[0]
     assert failed["error"] == "timed out after 1 s" and rig.records()[slow]["status"] == "failed"

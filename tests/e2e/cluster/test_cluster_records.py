@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from tests.e2e.conftest import REPORT_FOLDER, openscan3_stack, write_openscan3_stacks
+from tests.e2e.conftest import REPORT_FOLDER, openscan3_stack, paused, write_openscan3_stacks
 
 # What may differ between two runs of the same stacks, whatever runs them: times, and who ran them.
 _RUN_FIELDS = ("started_at", "finished_at", "duration_seconds", "timings", "worker_peak_rss_mb", "worker")
@@ -88,11 +88,13 @@ def test_frames_by_a_mapped_path_or_shipped_by_the_daemon(rig, cluster, frames):
 def test_a_result_for_inputs_that_changed_while_the_cluster_stacked_them_is_not_written(rig, cluster, frames):
     """A frame touched while its stack runs on a worker: the result that comes back describes the old inputs, so
     it is not written; the stack is stacked again from what is there now, and its one record names those."""
-    daemon = rig.start(dask_config(rig, cluster, workers={"dask_frames": "ship"}))  # ship: the worker never sees the change
+    # "ship": the worker never sees the change
+    daemon = rig.start(dask_config(rig, cluster, workers={"dask_frames": "ship"}))
     [stack] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big})
-    daemon.wait_event("stack.running", stack=stack)
+    running = daemon.wait_event("stack.running", stack=stack)[0]
     frame = rig.hot / "big" / "scan01" / "scan01_001_fs03.jpg"
-    os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 10**9))
+    with paused(running["pid"]):  # touched while the worker holds the stack, whatever the machine's speed
+        os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 10**9))
     changed = daemon.wait_event("inputs.unavailable", stack=stack, timeout=40)[0]
     assert "changed while the cluster stacked it" in changed["error"]
     assert not (rig.results / "big" / "scan01" / "scan01_001.jpg").exists()  # (the next run needs seconds)
@@ -105,9 +107,11 @@ def test_a_result_for_inputs_that_changed_while_the_cluster_stacked_them_is_not_
 
 def test_status_shows_the_clusters_workers_and_what_they_run(rig, cluster, frames):
     daemon = rig.start(dask_config(rig, cluster))
-    [stack] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big * 3})  # ~10 s: two status calls fit
+    [stack] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big})
     running = daemon.wait_event("stack.running", stack=stack)[0]
-    shown = rig.cli("status", "--json", config=dask_config(rig, cluster))
+    with paused(running["pid"]):  # the stack stays running across both status calls, however slow they are
+        shown = rig.cli("status", "--json", config=dask_config(rig, cluster))
+        text = rig.cli("status", config=dask_config(rig, cluster))
     assert shown.returncode == 0, shown.stderr
     summary = json.loads(shown.stdout)["cluster"]
     assert summary["scheduler"] == cluster.address and summary["error"] is None
@@ -117,8 +121,6 @@ def test_status_shows_the_clusters_workers_and_what_they_run(rig, cluster, frame
     busy = running["worker"].split()[0]
     assert workers[busy]["stacks"] == [stack]
     assert workers[({"w1", "w2"} - {busy}).pop()]["stacks"] == []
-
-    text = rig.cli("status", config=dask_config(rig, cluster))
     assert f"cluster {cluster.address}: 2 workers" in text.stdout and stack in text.stdout, text.stdout
     daemon.wait_event("stack.done", stack=stack, timeout=90)
     assert daemon.terminate() == 0
