@@ -167,12 +167,12 @@ def long_scene(size: tuple[int, int], rng: np.random.Generator) -> list[Layer]:
 
 # Rendering settings of each case; ``size`` and ``dtype`` are the benchmark's, tests pass smaller sizes.
 ARTIFACT_CASES: dict[str, dict[str, Any]] = {
-    "strokes": dict(scene=strokes_scene, size=(1280, 960), n_frames=8, max_blur_radius=40.0, scale_step=0.01,
-                    noise_sigma=0.004, shot_noise=0.0001),
-    "smooth": dict(scene=smooth_scene, size=(1280, 960), n_frames=8, max_blur_radius=16.0, scale_step=0.004,
-                   noise_sigma=0.003, shot_noise=0.0003, gain_drift=(0.01, 0.04)),
-    "long": dict(scene=long_scene, size=(1280, 1280), n_frames=14, dtype=np.uint16, jpeg_quality=None,
-                 max_blur_radius=32.0, focus_range=(0.0, 1.5), scale_step=0.003, max_shift_px=3.0),
+    "strokes": {"scene": strokes_scene, "size": (1280, 960), "n_frames": 8, "max_blur_radius": 40.0,
+                "scale_step": 0.01, "noise_sigma": 0.004, "shot_noise": 0.0001},
+    "smooth": {"scene": smooth_scene, "size": (1280, 960), "n_frames": 8, "max_blur_radius": 16.0,
+               "scale_step": 0.004, "noise_sigma": 0.003, "shot_noise": 0.0003, "gain_drift": (0.01, 0.04)},
+    "long": {"scene": long_scene, "size": (1280, 1280), "n_frames": 14, "dtype": np.uint16, "jpeg_quality": None,
+             "max_blur_radius": 32.0, "focus_range": (0.0, 1.5), "scale_step": 0.003, "max_shift_px": 3.0},
 }
 
 

@@ -216,7 +216,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         print(f"focus-watcher: error: {exc}", file=sys.stderr)
         return 1
     if progress:
-        print(f"\rwrote {args.output} in {record['timings']['total'] + record['timings']['save']:.1f} s", file=sys.stderr)
+        seconds = record["timings"]["total"] + record["timings"]["save"]
+        print(f"\rwrote {args.output} in {seconds:.1f} s", file=sys.stderr)
     for warning in record["warnings"]:
         print(f"focus-watcher: warning: {warning}", file=sys.stderr)
     if args.json:

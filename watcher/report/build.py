@@ -44,7 +44,7 @@ from watcher.service.results import OPENSCAN_FOLDER
 def _drawing_code_digest() -> str:
     """Digest of the code that draws the pages: when it changes (an upgrade, a fix), every page is redrawn."""
     digest = hashlib.sha256(__version__.encode())
-    for source in sorted(Path(__file__).parent.glob("*.py")) + [Path(focus_range.__file__)]:
+    for source in [*sorted(Path(__file__).parent.glob("*.py")), Path(focus_range.__file__)]:
         with contextlib.suppress(OSError):  # installed without sources: the version alone decides
             digest.update(source.read_bytes())
     return digest.hexdigest()[:16]

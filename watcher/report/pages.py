@@ -163,7 +163,7 @@ def _common_prefix(names: list[str]) -> str:
     """Shared start of the names up to its last separator (``scan01_``), so that tiles show what differs."""
     if len(names) < 2:
         return ""
-    prefix = os.path.commonprefix(names)
+    prefix = os.path.commonprefix(names)  # noqa: RUF071 - character by character is the point: scan01_0
     cut = max(prefix.rfind(sep) for sep in "_-. ")
     return prefix[:cut + 1] if cut >= 0 else ""
 

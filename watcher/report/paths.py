@@ -6,8 +6,8 @@
     report/<scan folder>/<stack>.thumb.jpg    its thumbnail, and <stack>.depth.thumb.png its depth map's
 
 Pages and thumbnails sit apart from the results, so a photogrammetry import of a results folder, or OpenScan's
-upload of a ``stacked`` folder (which takes every .jpg in it), never meets them. A scan's folder is where its records are, without the openscan layout's
-trailing ``stacked``. All paths here are POSIX and relative to the results folder.
+upload of a ``stacked`` folder (which takes every .jpg in it), never meets them. A scan's folder is where its records
+are, without the openscan layout's trailing ``stacked``. All paths here are POSIX and relative to the results folder.
 """
 
 from __future__ import annotations

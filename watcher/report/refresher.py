@@ -8,6 +8,7 @@ and tried again with the next records; it never stops or slows the stacking.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -79,7 +80,7 @@ class ReportRefresher:
                     item = self._queue.get(timeout=wait)
                 except queue.Empty:
                     break
-            if changed and self._attempt(lambda: self.report.refresh(changed, pending), "refresh"):
+            if changed and self._attempt(functools.partial(self.report.refresh, changed, pending), "refresh"):
                 changed, pending = set(), None
 
     def _attempt(self, work: Callable, kind: str) -> bool:

@@ -56,7 +56,7 @@ def _pager(here: str, neighbours: tuple[StackEntry | None, StackEntry | None]) -
 def _facts(record: Mapping, entry: StackEntry) -> str:
     rows = [("finished", when(entry.finished_at)), ("took", duration(entry.seconds))]
     if entry.width and entry.height:
-        rows.append(("size", f"{entry.width} × {entry.height} px ({entry.width * entry.height / 1e6:.1f} MP)"))
+        rows.append(("size", f"{entry.width} × {entry.height} px ({entry.width * entry.height / 1e6:.1f} MP)"))  # noqa: RUF001
     inputs = record.get("inputs") or []
     rows.append(("frames", str(len(record.get("frames") or inputs))))
     if record.get("complete_because"):

@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 import structlog
 
 from watcher.config import Settings
-from watcher.service.intake import Intake
 from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
+from watcher.service.intake import Intake
 from watcher.service.jobs import ScanCalibrations, frame_sources, make_job
 from watcher.service.lock import ResultsLock
 from watcher.service.naming import StackId
@@ -259,7 +259,8 @@ class Daemon:
         archive = self.intake.archives.get(ready.folder)
         sources = frame_sources(ready, self.intake.folder_of(ready.folder), archive)
         record = paths.record.relative_to(self.results).as_posix()
-        thumbnails = (self.results / report_paths.thumbnail(record), self.results / report_paths.depth_thumbnail(record))
+        thumbnails = (self.results / report_paths.thumbnail(record),
+                      self.results / report_paths.depth_thumbnail(record))
         return make_job(ready, sources, paths, self.settings, self.pool.workers, {"ctx": _Context(ready, time.time())},
                         thumbnails=thumbnails)
 

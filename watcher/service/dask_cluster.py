@@ -13,6 +13,7 @@ of :attr:`ClusterConnection.starts`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -197,10 +198,8 @@ def _check_version(client: Client, worker: ClusterWorker) -> None:
 
 
 def _close(client: Client, timeout: float) -> None:
-    try:
+    with contextlib.suppress(Exception):  # closing a client whose scheduler is gone may complain; it is closed
         client.close(timeout=timeout)
-    except Exception:  # noqa: BLE001 - closing a client whose scheduler is gone may complain; it is closed
-        pass
 
 
 def _route_dask_logs() -> None:

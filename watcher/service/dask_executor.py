@@ -24,6 +24,7 @@ threads; the daemon's loop only reads their snapshots and submits, so it never w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import stat
@@ -291,10 +292,8 @@ class DaskExecutor:
     def _finish(self, task: _Task, outcome: Outcome, *, cancel: bool = False) -> Finished:
         self._tasks.remove(task)
         if cancel and task.future is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection is gone: the scheduler forgot it anyway
                 task.future.cancel()
-            except Exception:  # noqa: BLE001 - the connection is gone: the scheduler forgot it anyway
-                pass
         if task.prepared is not None:
             task.prepared.cancel()
         return Finished(task.job, outcome, time.monotonic() - task.submitted)

@@ -11,6 +11,7 @@ read, and never take the lock.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -48,10 +49,8 @@ class ResultsLock:
             os.close(fd)
             raise
         self._fd = fd
-        try:
+        with contextlib.suppress(OSError):  # full or read-only for now: the lock holds all the same
             (self.folder / PID_NAME).write_text(f"{os.getpid()}\n")
-        except OSError:
-            pass  # full or read-only for now: the lock holds all the same
         return self
 
     def release(self) -> None:

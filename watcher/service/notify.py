@@ -28,7 +28,7 @@ from typing import Self
 
 # A STATUS= text comes from file names in a folder other users write to (Samba): a newline in a name must not
 # smuggle in an extra assignment such as READY=1 or MAINPID=, so helpers flatten control characters.
-_CONTROL = {code: " " for code in range(32)} | {127: " "}
+_CONTROL = dict.fromkeys(range(32), " ") | {127: " "}
 
 # Never let a wedged receiver stall the main loop (the loop that proves progress) for long: a full socket
 # queue makes sendto() block, and a notification that cannot be delivered in this time is simply reported lost.

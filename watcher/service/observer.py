@@ -90,7 +90,8 @@ class HotFolder:
                     found = self._classify(scan, entry.name, entry.path)
                     if found is not None:
                         try:
-                            yield Found(found.kind, found.scan, found.name, found.path, entry.stat(follow_symlinks=False))
+                            info = entry.stat(follow_symlinks=False)
+                            yield Found(found.kind, found.scan, found.name, found.path, info)
                         except OSError:
                             continue  # gone between the listing and the stat
             todo.extend(reversed(subfolders))

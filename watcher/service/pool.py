@@ -12,6 +12,7 @@ from one stack into the next over a night.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import signal
@@ -163,10 +164,8 @@ class WorkerPool:
 
     def _receive(self, running: _Running) -> None:
         if running.outcome is None and running.conn.poll():
-            try:
+            with contextlib.suppress(EOFError, OSError):
                 running.outcome = running.conn.recv()
-            except (EOFError, OSError):
-                pass
 
     def _result(self, running: _Running) -> Finished:
         if running.outcome is not None:

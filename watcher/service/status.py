@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from watcher.config import Settings
-from watcher.service.naming import ScanInfo, StackId
 from watcher.service.archive import ArchiveRefused
+from watcher.service.naming import ScanInfo, StackId
 from watcher.service.observer import HotFolder, excluded_results
 from watcher.service.results import ResultStore, UnreadableRecord
 from watcher.service.tracker import FileState, StackTracker
-
 
 _RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured over
 
@@ -78,7 +77,9 @@ def progress(scan: str, finished: list[str], pending: int, info: ScanInfo | None
     stacked, positions = len(finished), info.positions if info else None
     remaining = max(positions - stacked, pending) if positions is not None else pending
     times = sorted(t for t in (_when(text) for text in finished) if t is not None)[-_RATE_WINDOW:]
-    rate = (len(times) - 1) / (times[-1] - times[0]).total_seconds() if len(times) >= 2 and times[-1] > times[0] else None
+    rate = None
+    if len(times) >= 2 and times[-1] > times[0]:
+        rate = (len(times) - 1) / (times[-1] - times[0]).total_seconds()
     eta = None
     if rate and remaining:
         eta = (now + timedelta(seconds=remaining / rate)).isoformat(timespec="minutes")

@@ -18,6 +18,7 @@ Errors are sorted by what can fix them:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import select
@@ -170,10 +171,8 @@ def _limit_memory(stack_bytes: int) -> int:
     alone, instead of the kernel's OOM killer picking a victim -- maybe the capture firmware.
     """
     limit = _data_bytes() + stack_bytes
-    try:
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-    except (ValueError, OSError):
-        pass
     return limit
 
 

@@ -203,7 +203,8 @@ class Fusion:
 
     def _add_pyramid(self, pixels: np.ndarray, weights: FrameWeights) -> None:
         aligned = warp_frame(pixels, weights.warp)
-        gaussian = aligned.astype(np.float32) * (np.asarray(weights.gains, np.float32) / np.float32(self.top * self.gain_scale))
+        gains = np.asarray(weights.gains, np.float32) / np.float32(self.top * self.gain_scale)
+        gaussian = aligned.astype(np.float32) * gains
         del aligned
         weight = Upsampled(weights.luma, self.shape).full()
         for index, total in enumerate(self.sums):

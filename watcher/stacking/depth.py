@@ -130,7 +130,8 @@ def decide(votes: DepthVotes, count: int, blur_step: float | None) -> DepthMap:
         bound = spread_bound(np.where(covered, best, _NO_SCORE), votes.index, count, blur_step)
         confidence *= 1.0 - np.clip((bound - SPREAD_MARGIN - best) / CONFIDENT_RAMP, 0.0, 1.0)
     # The strongest evidence counts most in the fill: a frame's spread light beside an edge is weaker than the edge.
-    strength = np.exp(FILL_STRENGTH * np.where(covered, best - best[covered].max(initial=0.0), -30.0)).astype(np.float32)
+    relative = np.where(covered, best - best[covered].max(initial=0.0), -30.0)
+    strength = np.exp(FILL_STRENGTH * relative).astype(np.float32)
     filled = fill(depth, confidence, strength, default=(count - 1) / 2)
     depth = confidence * depth + (1.0 - confidence) * filled
     return DepthMap(np.clip(depth, 0, count - 1).astype(np.float32), confidence)

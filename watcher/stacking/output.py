@@ -69,7 +69,8 @@ def thumbnail(image: np.ndarray, longest_side: int = THUMBNAIL_SIDE) -> np.ndarr
     return to_8_bit(small)
 
 
-def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: bytes | None = None) -> tuple[bytes, list[str]]:
+def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95,
+                 exif: bytes | None = None) -> tuple[bytes, list[str]]:
     """Encode ``image`` ((H, W, 3) or (H, W), uint8 or uint16) as ``fmt`` ("jpg", "png", "tif").
 
     Returns the file's bytes and warnings (e.g. EXIF that the format cannot carry). 16-bit images become
@@ -85,7 +86,8 @@ def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: b
         "tif": [cv2.IMWRITE_TIFF_COMPRESSION, 8],  # Adobe deflate: lossless, widely read
     }[fmt]
     if exif and fmt in _EXIF_CAPABLE:
-        ok, buffer = cv2.imencodeWithMetadata(FORMATS[fmt], image, [cv2.IMAGE_METADATA_EXIF], [np.frombuffer(exif, np.uint8)], params)
+        ok, buffer = cv2.imencodeWithMetadata(FORMATS[fmt], image, [cv2.IMAGE_METADATA_EXIF],
+                                              [np.frombuffer(exif, np.uint8)], params)
     else:
         if exif:
             warnings.append(f"EXIF not written: OpenCV cannot write EXIF into {fmt.upper()} (use png or jpg)")

@@ -59,7 +59,8 @@ def _linear(pixels: np.ndarray) -> np.ndarray:
     return cv2.LUT(pixels, table) if pixels.dtype == np.uint8 else table[pixels]
 
 
-def channel_gains(reference: np.ndarray, frame: np.ndarray, covered: np.ndarray | None = None) -> tuple[float, ...] | None:
+def channel_gains(reference: np.ndarray, frame: np.ndarray,
+                  covered: np.ndarray | None = None) -> tuple[float, ...] | None:
     """Per-channel gains ``g`` such that ``g * frame`` matches ``reference`` (both from :func:`match_copy`).
 
     Parameters

@@ -14,6 +14,7 @@ calls :func:`stack_to_file`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import time
@@ -27,12 +28,12 @@ import numpy as np
 from watcher import __version__
 from watcher.atomic import write_atomic
 from watcher.config import StackingSettings
+from watcher.focus_range import frame_metrics, stack_advice
 from watcher.stacking.blend import Fusion
 from watcher.stacking.calibration import Calibration
 from watcher.stacking.depth import refine
 from watcher.stacking.frames import Frame, FrameSource, prefetching, read_frame
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
-from watcher.focus_range import frame_metrics, stack_advice
 from watcher.stacking.output import encode_image, thumbnail, upright_exif
 from watcher.stacking.weights import WeightPlan
 
@@ -75,10 +76,8 @@ def return_freed_memory_promptly() -> None:
     which the pipeline's 4-16 MiB per-frame temporaries live on the heap, where fragmentation keeps ~100 MB
     resident at 16 MP. Smaller, reused strip buffers stay on the heap. No-op where libc has no ``mallopt``.
     """
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 4 << 20)
-    except (OSError, AttributeError):
-        pass
 
 
 # Peak resident memory, measured with benchmarks/speed.py (whole process, flat in the frame count): a fixed part
@@ -243,7 +242,8 @@ def stack_to_file(
     if thumbnail_output is not None:
         write_atomic(thumbnail_output, encode_image(thumbnail(result.image), "jpg", jpeg_quality=85)[0])
         outputs["thumbnail"] = str(thumbnail_output)
-    data, warnings = encode_image(result.image, settings.output_format, jpeg_quality=settings.jpeg_quality, exif=result.exif)
+    data, warnings = encode_image(result.image, settings.output_format, jpeg_quality=settings.jpeg_quality,
+                                  exif=result.exif)
     del result.image
     write_atomic(output, data)
     if depthmap_output is not None and result.depthmap is not None:
