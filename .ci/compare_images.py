@@ -43,7 +43,7 @@ def compare(a_path: str, b_path: str) -> dict:
 
 
 def explain(a_path: str, b_path: str) -> str:
-    a, b = (json.loads(open(p, encoding="utf-8").read()) for p in (a_path, b_path))
+    a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (a_path, b_path))
     frames = list(zip(a.get("frames", []), b.get("frames", [])))
     transform = max((abs(x - y) for fa, fb in frames for ra, rb in zip(fa["transform"], fb["transform"])
                      for x, y in zip(ra, rb)), default=0.0)
