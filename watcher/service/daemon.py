@@ -30,7 +30,8 @@ from watcher.service.lock import ResultsLock
 from watcher.service.naming import StackId
 from watcher.service.notify import SystemdNotifier
 from watcher.service.observer import start_watching
-from watcher.service.pool import Executor, Finished, Job, make_executor
+from watcher.service.executor import Executor, Finished, Job, OutcomeKind
+from watcher.service.pool import make_executor
 from watcher.service.results import (
     InputsChanged,
     Record,
@@ -42,7 +43,6 @@ from watcher.service.results import (
     record_from,
 )
 from watcher.service.tracker import ReadyStack, StackTracker
-from watcher.service.worker import DIED, OK, UNAVAILABLE, UNWRITABLE
 
 log = structlog.get_logger("focus-watcher")
 
@@ -278,22 +278,23 @@ class Daemon:
         job, outcome = finished.job, finished.outcome
         ready: ReadyStack = job.context["ctx"].ready
         started, now = job.context.get("started_at", time.time()), time.time()
-        if outcome.kind == OK:
+        if outcome.kind == OutcomeKind.OK:
             self._record_success(job, outcome.record, started, now, finished.seconds)
-        elif outcome.kind == DIED and stopping:
+        elif outcome.kind == OutcomeKind.DIED and stopping:
             self.tracker.release(ready.stack)  # stopped by us: stacked again at the next start
-        elif outcome.kind == DIED and job.attempt <= self.settings.workers.retries:
+        elif outcome.kind == OutcomeKind.DIED and job.attempt <= self.settings.workers.retries:
             log.warning("stack.retry", stack=job.spec.stack, error=outcome.message, attempt=job.attempt)
             self.queue.appendleft(Job(job.spec, job.estimate_bytes, job.attempt + 1, job.context))
-        elif outcome.kind == UNWRITABLE:
+        elif outcome.kind == OutcomeKind.UNWRITABLE:
             delay = self.tracker.release(ready.stack, retry=True)
             log.error("results.unwritable", stack=job.spec.stack, error=outcome.message, retry_in=delay)
-        elif outcome.kind == UNAVAILABLE:
+        elif outcome.kind == OutcomeKind.UNAVAILABLE:
             self.intake.relook(ready)
             delay = self.tracker.release(ready.stack, retry=True)
             log.warning("inputs.unavailable", stack=job.spec.stack, error=outcome.message, retry_in=delay)
         else:
-            message = outcome.message if outcome.kind != DIED else f"{outcome.message} ({job.attempt} attempts)"
+            died = outcome.kind == OutcomeKind.DIED
+            message = f"{outcome.message} ({job.attempt} attempts)" if died else outcome.message
             self._record_failure(job, message, started, now, outcome.fallback)
 
     def _record_success(self, job: Job, engine: dict, started: float, now: float, seconds: float) -> None:

@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 
 from watcher.config import Settings
-from watcher.service.pool import Job
+from watcher.service.executor import Job, JobSpec
 from watcher.service.results import StackPaths
 from watcher.service.tracker import ReadyStack
-from watcher.service.worker import JobSpec
 from watcher.stacking.calibration import Calibration
 from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
 from watcher.stacking.pipeline import estimate_peak_bytes
