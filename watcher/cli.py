@@ -127,9 +127,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from watcher.log import configure_logging
     from watcher.service.status import summarize
 
-    summary = summarize(_daemon_settings(args))
+    settings = _daemon_settings(args)
+    configure_logging(settings.logging, None)  # what the walk logs goes to stderr, never into the JSON on stdout
+    summary = summarize(settings)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2))
         return 0
@@ -148,20 +151,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from watcher.report import PendingStack, Report
-    from watcher.service.results import ResultStore, UnsafePathError
-    from watcher.service.status import pending_stacks
+    from watcher.log import configure_logging
+    from watcher.report import Report
+    from watcher.service.results import ResultStore
+    from watcher.service.status import pending_stacks, report_pending
 
     settings = _daemon_settings(args)
+    configure_logging(settings.logging, None)
     if not settings.results_folder.is_dir():
         raise ConfigError(f"results_folder: {settings.results_folder} is not a folder (nothing to report yet)")
     store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
-    pending = []
-    for stack in pending_stacks(settings, store)[0]:
-        try:
-            pending.append(PendingStack(store.paths(stack).record, stack.stack))
-        except UnsafePathError:  # refused by the daemon too: never stacked, so never shown
-            continue
+    pending = report_pending(store, pending_stacks(settings, store)[0])
     try:
         stats = Report(settings.results_folder, settings.results.layout).rebuild(pending)
     except OSError as exc:

@@ -44,6 +44,7 @@ from watcher.service.results import (
     build_record,
     record_from,
 )
+from watcher.service.status import report_pending
 from watcher.service.tracker import ReadyStack, StackTracker
 
 log = structlog.get_logger("focus-watcher")
@@ -361,13 +362,7 @@ class Daemon:
 
     def _unfinished(self) -> list[PendingStack]:
         """The stacks still to do, for the report."""
-        pending = []
-        for stack in self.tracker.unfinished():
-            try:
-                pending.append(PendingStack(self.store.paths(stack).record, stack.stack))
-            except UnsafePathError:  # refused: never stacked, never shown
-                continue
-        return pending
+        return report_pending(self.store, self.tracker.unfinished())
 
     def _conclude(self, ready: ReadyStack, record: Record) -> None:
         """``ready`` is done (``record`` on disk): dispose of its inputs if configured, then release it."""

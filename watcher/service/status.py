@@ -7,15 +7,16 @@ input signature (the tracker's), and "done" meaning a record for the current inp
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from watcher.config import Settings
-from watcher.service.archive import ArchiveRefused
+from watcher.report.build import PendingStack
+from watcher.service.intake import Intake
 from watcher.service.naming import ScanInfo, StackId
-from watcher.service.observer import HotFolder, excluded_results
-from watcher.service.results import ResultStore, UnreadableRecord
-from watcher.service.tracker import FileState, StackTracker
+from watcher.service.results import ResultStore, UnreadableRecord, UnsafePathError
+from watcher.service.tracker import StackTracker
 
 _RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured over
 
@@ -102,24 +103,13 @@ def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId
 
 
 def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], int, dict[str, ScanInfo | None]]:
+    """One walk of the hot folder, fed to a tracker exactly as the daemon feeds its own (its intake)."""
     if not settings.hot_folder.is_dir():
         return [], 0, {}
-    folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
     tracker = StackTracker(settings.naming, settings.completeness)
-    infos: dict[str, ScanInfo | None] = {}
-    for found in folder.walk():
-        if found.kind == "frame":
-            tracker.observe(found.scan, found.name, folder.look(found.path))
-        elif found.kind == "scan_json":
-            infos[found.scan] = folder.scan_info(found.path)
-        elif found.kind == "archive":
-            state = folder.look(found.path)
-            try:
-                members = folder.archive_frames(found.path) or {}
-            except (ArchiveRefused, OSError):
-                members = {}
-            for name, size in members.items():
-                tracker.observe(found.scan, name, FileState(size, state.mtime_ns if state else 0, True))
+    intake = Intake(settings.hot_folder, settings, tracker)
+    intake.start_walk()
+    intake.continue_walk(None)
     unplaced = sum(1 for _scan, item in tracker.take_unplaced() if not item.quiet)
     pending = []
     for stack, signature in tracker.stacks():
@@ -129,7 +119,18 @@ def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], 
             record = None
         if record is None:
             pending.append(stack)
-    return pending, unplaced, infos
+    return pending, unplaced, {scan: tracker.scan_info(scan) for scan in tracker.scans()}
+
+
+def report_pending(store: ResultStore, stacks: Iterable[StackId]) -> list[PendingStack]:
+    """``stacks`` as the report shows the stacks still to do (one with an unsafe id is never stacked: not shown)."""
+    pending = []
+    for stack in stacks:
+        try:
+            pending.append(PendingStack(store.paths(stack).record, stack.stack))
+        except UnsafePathError:
+            continue
+    return pending
 
 
 def _cluster(address: str) -> dict:

@@ -206,9 +206,10 @@ class StackTracker:
     def scans(self) -> list[str]:
         return list(self._scans)
 
-    def has_scan_info(self, scan: str) -> bool:
+    def scan_info(self, scan: str) -> ScanInfo | None:
+        """What the scan's scan.json said last (None: none, or unreadable)."""
         folder = self._scans.get(scan)
-        return folder is not None and folder.info is not None
+        return folder.info if folder is not None else None
 
     # --- what to do next -----------------------------------------------------------------------------------
 
