@@ -1,5 +1,5 @@
 """The faults a real user causes: old mtimes, a second daemon, unreadable frames, frames replaced mid-stack,
-malformed records, deleted results, paused scans, zips that lie, Ctrl-C in a terminal (issue 10)."""
+malformed records, deleted results, paused scans, zips that lie, Ctrl-C in a terminal."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_one_daemon_per_results_folder(rig, frames):
 
 def test_a_regex_scan_group_is_stacked_once_from_where_its_frames_are(rig, frames):
     """``naming.pattern`` with a ``scan`` group names the stack ``<folder>/<scan>/<stack>``, but its frames are
-    read from the folder they are in; it used to read them from a folder named after the group, fail, and be
+    read from the folder they are in -- not from a folder named after the group, which would fail, and be
     picked up again on every pass, forking a worker each time."""
     config = rig.config(naming={"mode": "regex", "pattern": r"(?P<scan>[a-z]+)_(?P<stack>\d+)_(?P<frame>\d+)",
                                 "stack_size": 3})

@@ -115,7 +115,7 @@ def test_unplaced_names_are_reported_with_a_reason(name: str) -> None:
 @pytest.mark.parametrize("name", ["scan01_129.jpg", "scan02_000.JPG", "thumbnail.jpg"])
 def test_openscan_photos_that_are_not_stacks_are_unplaced_quietly(name: str) -> None:
     """OpenScan3 writes scanNN_PPP.jpg for scans without focus stacking, and a thumbnail.jpg per project:
-    expected files, not news (they used to log ~130 warnings per scan)."""
+    expected files, not news (a warning each would be ~130 per scan)."""
     stacks, unplaced = group_files("", [name, "pos1_f0.jpg"], AUTO)
     assert stacks == {StackId("", "pos1"): ["pos1_f0.jpg"]}
     assert unplaced == [Unplaced(name, NOT_A_STACK, quiet=True)]

@@ -1,6 +1,6 @@
 """Which stack a file belongs to, and the order of the frames in it, decided from file names alone.
 
-Nothing here touches the disk: the observer and the tracker list files and read ``scan.json``, then ask
+Nothing here touches the disk: the observer lists files and reads ``scan.json``, the tracker keeps them, and both ask
 this module what the names mean.
 
 Naming modes (``naming.mode``)
