@@ -285,10 +285,11 @@ def test_a_deleted_result_is_made_again_and_status_does_not_count_it_done(rig, f
     status = json.loads(rig.cli("status", "--json", config=config).stdout)
     assert (status["done"], status["pending"]) == (1, 1), status
     restarted = rig.start(config)
-    restarted.wait_event("stack.done", stack=stacks[0])  # made again at start
+    restarted.wait_event("result.missing", stack=stacks[0])  # found at start
+    restarted.wait_event("stack.done", stack=stacks[0])  # and made again
     assert image.is_file()
     image.unlink()
-    restarted.wait_event("result.missing", stack=stacks[0])
-    restarted.wait_event("stack.done", stack=stacks[0], count=2)  # made again while running
+    restarted.wait_event("result.missing", stack=stacks[0], count=2)  # found while running
+    restarted.wait_event("stack.done", stack=stacks[0], count=2)
     assert image.is_file() and count_by_stack(restarted.events(), "stack.done") == {stacks[0]: 2}
     assert restarted.terminate() == 0

@@ -211,8 +211,7 @@ class Daemon:
                 del self.outputs[stack]  # its inputs are gone or changed: it is no longer ours to watch
             elif not self.store.intact(record):
                 del self.outputs[stack]
-                self.tracker.undo(stack)
-                log.warning("result.missing", stack=str(stack), outputs=[path for path, _size in record.outputs])
+                self.tracker.undo(stack)  # ready again: made again, and logged as result.missing, when it is taken
             if time.perf_counter() > deadline:
                 return
 
@@ -224,14 +223,18 @@ class Daemon:
             if len(self.queue) >= self.settings.workers.queue_size or time.monotonic() > deadline:
                 return  # backpressure: it stays ready and is taken when the queue has room
             try:
-                record = self.store.done(ready.stack, ready.signature)
+                record = self.store.load(ready.stack)
             except UnreadableRecord as exc:
                 log.warning("record.unreadable", stack=str(ready.stack), error=str(exc))
                 record = None
-            if record is not None:
-                log.debug("stack.skipped", stack=str(ready.stack), status=record.status)
-                self._conclude(ready, record)
-                continue
+            if record is not None and self.store.answers(record, ready.signature):
+                if self.store.intact(record):
+                    log.debug("stack.skipped", stack=str(ready.stack), status=record.status)
+                    self._conclude(ready, record)
+                    continue
+                # Deleted by hand or by OpenScan's "delete photos", while we ran or while we were down.
+                log.warning("result.missing", stack=str(ready.stack),
+                            outputs=[path for path, _size in record.outputs])
             log.info("stack.ready", stack=str(ready.stack), frames=len(ready.frames), reason=ready.reason,
                      expected=ready.expected)
             job = self._job(ready)

@@ -190,19 +190,24 @@ class ResultStore:
     def done(self, stack: StackId, signature: Signature) -> Record | None:
         """The record saying ``stack`` is done with these inputs, with its outputs intact; else None.
 
-        When inputs are disposed of after success, a stack whose frames are some of an ``ok`` record's inputs,
-        unchanged, is one whose disposal was interrupted: it is done too (the rest is disposed of, never stacked
-        again from what is left). Raises :class:`UnreadableRecord` for a record that is not ours.
+        Raises :class:`UnreadableRecord` for a record that is not ours.
         """
         record = self.load(stack)
-        if record is None or not self.intact(record):
+        if record is None or not self.answers(record, signature) or not self.intact(record):
             return None
+        return record
+
+    def answers(self, record: Record, signature: Signature) -> bool:
+        """Whether ``record`` is the answer for a stack of these inputs (whether its outputs are intact aside).
+
+        When inputs are disposed of after success, a stack whose frames are some of an ``ok`` record's inputs,
+        unchanged, is one whose disposal was interrupted: it is done too (the rest is disposed of, never stacked
+        again from what is left).
+        """
         if record.signature == signature:
-            return record
+            return True
         leftover = record.status == "ok" and self.settings.after_success != "keep"
-        if leftover and signature and set(signature) < set(record.signature):
-            return record
-        return None
+        return bool(leftover and signature and set(signature) < set(record.signature))
 
     def intact(self, record: Record) -> bool:
         """Every output the record lists is a regular file of the recorded size."""
