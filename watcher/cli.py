@@ -152,6 +152,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from watcher.log import configure_logging
+    from watcher.names import display
     from watcher.report import Report
     from watcher.service.results import ResultStore
     from watcher.service.status import pending_stacks, report_pending
@@ -167,10 +168,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"focus-watcher: error: cannot write the report: {exc}", file=sys.stderr)
         return 1
-    print(f"{settings.results_folder / 'index.html'}: {stats.scans} scans, {stats.stacks} stacks; "
+    print(f"{display(str(settings.results_folder / 'index.html'))}: {stats.scans} scans, {stats.stacks} stacks; "
           f"{stats.records_read} records read, {stats.stack_pages + stats.scans_rendered} pages written "
           f"in {stats.seconds:.1f} s")
-    return 0
+    for page, reason in stats.failures.items():
+        print(f"focus-watcher: error: {display(page)} could not be drawn: {reason}", file=sys.stderr)
+    return 1 if stats.failures else 0
 
 
 def _print_cluster(cluster: dict) -> None:

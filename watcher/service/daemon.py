@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from watcher.config import Settings
+from watcher.record import Record, UnreadableRecord, record_from
 from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
@@ -36,13 +37,10 @@ from watcher.service.policy import Verdict, decide
 from watcher.service.pool import make_executor
 from watcher.service.results import (
     InputsChanged,
-    Record,
     ResultStore,
-    UnreadableRecord,
     UnsafeFolder,
     UnsafePathError,
     build_record,
-    record_from,
 )
 from watcher.service.status import report_pending
 from watcher.service.tracker import ReadyStack, StackTracker

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from watcher.config import Settings
+from watcher.names import display
+from watcher.record import UnreadableRecord, parse_time
 from watcher.report.build import PendingStack
 from watcher.service.intake import Intake
 from watcher.service.naming import ScanInfo, StackId
-from watcher.service.results import ResultStore, UnreadableRecord, UnsafePathError
+from watcher.service.results import ResultStore, UnsafePathError
 from watcher.service.tracker import StackTracker
 
 _RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured over
@@ -25,7 +27,7 @@ _RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured 
 class ScanProgress:
     """A scan with stacks still to do (or still capturing): how far it is, and when it should be all stacked."""
 
-    scan: str
+    scan: str  # as shown (watcher.names.display), as in the records
     stacked: int  # records (ok or failed) of its stacks
     pending: int  # stacks in the hot folder still to do
     positions: int | None  # how many it will have (OpenScan3's scan.json), if known
@@ -65,7 +67,9 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
         summary.cluster = _cluster(settings.workers.dask_scheduler)
     pending, summary.unplaced, infos = _hot_folder(settings, store)
     summary.pending = len(pending)
-    open_by_scan = collections.Counter(stack.scan for stack in pending)
+    # By the scan's name as shown: records hold no other (watcher.names), and the summary is printed or JSON.
+    open_by_scan = collections.Counter(display(stack.scan) for stack in pending)
+    infos = {display(scan): info for scan, info in infos.items()}
     for scan in sorted(set(open_by_scan) | {s for s, info in infos.items() if info and not info.ended}):
         summary.scans.append(progress(scan, finished.get(scan, []), open_by_scan[scan], infos.get(scan)))
     return summary
@@ -77,7 +81,7 @@ def progress(scan: str, finished: list[str], pending: int, info: ScanInfo | None
     now = now or datetime.now().astimezone()
     stacked, positions = len(finished), info.positions if info else None
     remaining = max(positions - stacked, pending) if positions is not None else pending
-    times = sorted(t for t in (_when(text) for text in finished) if t is not None)[-_RATE_WINDOW:]
+    times = sorted(t for t in (parse_time(text) for text in finished) if t is not None)[-_RATE_WINDOW:]
     rate = None
     if len(times) >= 2 and times[-1] > times[0]:
         rate = (len(times) - 1) / (times[-1] - times[0]).total_seconds()
@@ -86,13 +90,6 @@ def progress(scan: str, finished: list[str], pending: int, info: ScanInfo | None
         eta = (now + timedelta(seconds=remaining / rate)).isoformat(timespec="minutes")
     return ScanProgress(scan, stacked, pending, positions, info.status if info else None,
                         round(rate * 60, 2) if rate else None, eta)
-
-
-def _when(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return None
 
 
 def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId], int]:
