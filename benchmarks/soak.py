@@ -125,7 +125,7 @@ class Night:
             self.notify.new_run()
             with open(self.root / "daemon.stderr", "ab") as stderr:
                 self.daemon = subprocess.Popen(self.command(), stderr=stderr, start_new_session=True, env=env)
-            _wait(lambda: self.notify.ready >= self.counts["starts"] + 1, 60)
+            _wait(lambda: self.notify.ready >= self.counts["starts"] + 1, 180)  # a safety net for loaded machines
         self.counts["starts"] += 1
         self.rss = []
         self.rss_runs.append(self.rss)

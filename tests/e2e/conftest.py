@@ -55,9 +55,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # --- waiting -------------------------------------------------------------------------------------------------
 
 
+# Every bound is a safety net, never the assertion: a passing test never reaches it, and a loaded machine (CI
+# beside other jobs, a CPU hog) runs several times slower than the figures the tests name.
+SAFETY_MARGIN = 3
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
                detail: Callable[[], str] | None = None, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` s."""
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` s (on this
+    machine, quiet) times :data:`SAFETY_MARGIN`."""
+    timeout *= SAFETY_MARGIN
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
