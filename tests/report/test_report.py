@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 from tests.report.conftest import Night, healthy_shares
 from watcher.report import PendingStack, Report
 from watcher.report.build import FORMAT
-from watcher.report.model import ScanSummary
+from watcher.report.model import ScanSummary, StackEntry, summarize
 from watcher.report.pages import RECENT_SCANS, render_index
 
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -271,3 +271,16 @@ def test_after_months_of_scans_the_index_keeps_cards_for_the_recent_ones_only():
     assert page.index("proj/scan199") < page.index("proj/scan170") < page.index("Older scans") < page.index(
         "proj/scan002")  # an old failure does not sit on top for ever
     assert len(page) < 80_000
+
+
+def test_a_failed_stack_counts_as_failed_only_not_also_with_warnings():
+    """A failed openscan stack carries the upload-gap warning; the index counted it twice (failed, and with
+    warnings). Only ok stacks count under 'with warnings'."""
+    entries = [StackEntry("s/a.json", "a", "failed", error="truncated", warnings=["no image in stacked/: ..."]),
+               StackEntry("s/b.json", "b", "ok", warnings=["fell back to affine"]),
+               StackEntry("s/c.json", "c", "ok"),
+               StackEntry("s/d.json", "d", "pending", warnings=["from its last run"])]
+    summary = summarize("s", entries, [])
+    assert (summary.ok, summary.failed, summary.pending, summary.warned) == (2, 1, 1, 1)
+    index = render_index([summary])
+    assert re.search(r"<b>1</b>failed.*<b>1</b>with warnings", index) and "1 with warnings" in index

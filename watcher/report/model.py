@@ -147,7 +147,7 @@ class ScanSummary:
     ok: int = 0
     failed: int = 0
     pending: int = 0
-    warned: int = 0  # stacks with warnings, or focus-range advice of their own (see :func:`notes`)
+    warned: int = 0  # ok stacks with warnings, or focus-range advice of their own (see :func:`notes`)
     started_at: str | None = None
     finished_at: str | None = None
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (name, reason, record) of the first few
@@ -177,7 +177,7 @@ def summarize(key: str, entries: Sequence[StackEntry], scan_level: Sequence[Advi
     starts, ends = [], []
     for entry in entries:
         setattr(summary, entry.status, getattr(summary, entry.status) + 1)
-        if notes(entry, scan_level):
+        if entry.status == "ok" and notes(entry, scan_level):  # a failed stack counts as failed only
             summary.warned += 1
         if entry.started_at:
             starts.append(entry.started_at)
