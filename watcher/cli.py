@@ -104,10 +104,10 @@ def _daemon_settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from watcher.layout import LOG_NAME
     from watcher.log import configure_logging
     from watcher.service.daemon import Daemon
     from watcher.service.lock import ResultsBusy
-    from watcher.service.results import LOG_NAME
 
     settings = _daemon_settings(args)
     settings.results_folder.mkdir(parents=True, exist_ok=True)
@@ -148,18 +148,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from watcher.layout import INDEX
     from watcher.report import PendingStack, Report
-    from watcher.service.results import ResultStore, UnsafePathError
+    from watcher.service.placement import UnsafePathError
+    from watcher.service.records import RecordStore
     from watcher.service.status import pending_stacks
 
     settings = _daemon_settings(args)
     if not settings.results_folder.is_dir():
         raise ConfigError(f"results_folder: {settings.results_folder} is not a folder (nothing to report yet)")
-    store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
+    store = RecordStore.of(settings)
     pending = []
     for stack in pending_stacks(settings, store)[0]:
         try:
-            pending.append(PendingStack(store.paths(stack).record, stack.stack))
+            pending.append(PendingStack(store.placement.paths(stack).record, stack.stack))
         except UnsafePathError:  # refused by the daemon too: never stacked, so never shown
             continue
     try:
@@ -167,7 +169,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"focus-watcher: error: cannot write the report: {exc}", file=sys.stderr)
         return 1
-    print(f"{settings.results_folder / 'index.html'}: {stats.scans} scans, {stats.stacks} stacks; "
+    print(f"{settings.results_folder / INDEX}: {stats.scans} scans, {stats.stacks} stacks; "
           f"{stats.records_read} records read, {stats.stack_pages + stats.scans_rendered} pages written "
           f"in {stats.seconds:.1f} s")
     return 0

@@ -324,7 +324,7 @@ def test_a_regex_scan_group_names_the_stack_but_frames_are_read_where_they_were_
         tracker.observe("proj", f"owl_7_{k}.jpg", state())
     settle(tracker, clock)
     [stack] = ready_list(tracker)
-    assert (str(stack.stack), stack.folder) == ("proj/owl/7", "proj")
+    assert (str(stack.stack), stack.namespace) == ("proj/owl/7", "proj")
 
 
 def test_retries_back_off_up_to_a_bound(clock):

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from watcher.focus_range import Advice, FrameMetrics, frame_metrics, scan_advice, stack_advice
+from watcher.layout import DEPTH_SUFFIX as DEPTH_SUFFIX  # re-exported: where a stack's depth map is
 from watcher.report.paths import thumbnail
 
-DEPTH_SUFFIX = ".depth.png"
 FAILURES_ON_INDEX = 3  # per scan; the scan page lists them all
 
 # An absolute path: a "/" not preceded by a word character, a dot, a colon or a slash (so "a/b", "1/2" and URLs

@@ -14,7 +14,7 @@ from watcher.config import Settings
 from watcher.service.archive import ArchiveRefused
 from watcher.service.naming import ScanInfo, StackId
 from watcher.service.observer import HotFolder, excluded_results
-from watcher.service.results import ResultStore, UnreadableRecord
+from watcher.service.records import RecordStore, UnreadableRecord
 from watcher.service.tracker import FileState, StackTracker
 
 _RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured over
@@ -46,7 +46,7 @@ class Summary:
 
 def summarize(settings: Settings, errors: int = 5) -> Summary:
     """Count done/failed records and pending stacks; the ``errors`` most recent failures."""
-    store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
+    store = RecordStore.of(settings)
     summary = Summary()
     failures = []
     finished: dict[str, list[str]] = {}  # scan -> finished_at of its records
@@ -94,14 +94,14 @@ def _when(text: str) -> datetime | None:
         return None
 
 
-def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId], int]:
+def pending_stacks(settings: Settings, store: RecordStore) -> tuple[list[StackId], int]:
     """The stacks in the hot folder that are not done with their current inputs (or whose result is gone), and
     the number of files no stack can take -- as the daemon would see them (for ``status`` and the report)."""
     pending, unplaced, _infos = _hot_folder(settings, store)
     return pending, unplaced
 
 
-def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], int, dict[str, ScanInfo | None]]:
+def _hot_folder(settings: Settings, store: RecordStore) -> tuple[list[StackId], int, dict[str, ScanInfo | None]]:
     if not settings.hot_folder.is_dir():
         return [], 0, {}
     folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))

@@ -91,7 +91,7 @@ class FileState:
 @dataclass(frozen=True)
 class ReadyStack:
     stack: StackId
-    folder: str  # the scan namespace its files were found in (hot-folder path or zip): where to read them
+    namespace: str  # where its files were found (a hot-folder path, or a zip's): where to read them
     frames: tuple[str, ...]  # file names in frame order
     signature: Signature
     reason: str
