@@ -16,7 +16,7 @@ from pathlib import Path
 
 from watcher.atomic import fsync_folder
 from watcher.config import ResultsSettings
-from watcher.service.tracker import Signature
+from watcher.record import Signature
 
 
 class InputState(enum.Enum):
