@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watcher.atomic import is_temp_name
-from watcher.service.lock import PID_NAME
+from watcher.layout import PID_FILE
 
 # What each corrupt frame must make the stack's record say.
 CORRUPTIONS = {
@@ -70,9 +70,9 @@ def events(stderr: Path) -> list[dict]:
     return found
 
 
-def partial(path: Path) -> bool:
+def partial(path: Path, results: Path) -> bool:
     """A file visible under its final name that is not complete."""
-    if path.name == PID_NAME:
+    if path == results / PID_FILE:
         return False
     if not path.is_file():
         return False
@@ -122,7 +122,7 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
     escaped = [p for p in night.root.rglob("*") if p.is_file() and not any(p.is_relative_to(a) for a in allowed)
                and p.name not in ("config.toml", "daemon.stderr", "notify.sock")]
     rows["files written outside results"] = len(escaped)
-    rows["partial files visible"] = sum(1 for p in night.results.rglob("*") if partial(p))
+    rows["partial files visible"] = sum(1 for p in night.results.rglob("*") if partial(p, night.results))
     rows["unsafe names refused"] = sum(1 for e in log if e.get("event") == "file.unplaced"
                                        and "unsafe" in e.get("reason", ""))
     for name, event in (("retries after worker death", "stack.retry"), ("results unwritable (retried)",

@@ -104,10 +104,10 @@ def _daemon_settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from watcher.layout import LOG_NAME
     from watcher.log import configure_logging
     from watcher.service.daemon import Daemon
     from watcher.service.lock import ResultsBusy
-    from watcher.service.results import LOG_NAME
 
     settings = _daemon_settings(args)
     settings.results_folder.mkdir(parents=True, exist_ok=True)
@@ -151,24 +151,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from watcher.layout import INDEX
     from watcher.log import configure_logging
     from watcher.names import display
     from watcher.report import Report
-    from watcher.service.results import ResultStore
+    from watcher.service.records import RecordStore
     from watcher.service.status import pending_stacks, report_pending
 
     settings = _daemon_settings(args)
     configure_logging(settings.logging, None)
     if not settings.results_folder.is_dir():
         raise ConfigError(f"results_folder: {settings.results_folder} is not a folder (nothing to report yet)")
-    store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
+    store = RecordStore.of(settings)
     pending = report_pending(store, pending_stacks(settings, store)[0])
     try:
         stats = Report(settings.results_folder, settings.results.layout).rebuild(pending)
     except OSError as exc:
         print(f"focus-watcher: error: cannot write the report: {exc}", file=sys.stderr)
         return 1
-    print(f"{display(str(settings.results_folder / 'index.html'))}: {stats.scans} scans, {stats.stacks} stacks; "
+    print(f"{display(str(settings.results_folder / INDEX))}: {stats.scans} scans, {stats.stacks} stacks; "
           f"{stats.records_read} records read, {stats.stack_pages + stats.scans_rendered} pages written "
           f"in {stats.seconds:.1f} s")
     for page, reason in stats.failures.items():

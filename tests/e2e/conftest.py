@@ -38,7 +38,8 @@ from tests.conftest import unprivileged as as_unprivileged
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_NAME = "focus-watcher.log"
-REPORT_FOLDER = "report"  # the morning report's pages and thumbnails, beside the results
+STATE_FOLDER = ".focus-watcher"  # ours in the results folder: the pid, the report, openscan records
+REPORT_FOLDER = f"{STATE_FOLDER}/report"  # the morning report's pages and thumbnails
 TEMP_MARKER = ".tmp-"
 
 # Defaults of every e2e config: short settle time, generous stack timeout (so no test depends on it unless it
@@ -384,7 +385,8 @@ class Rig:
 
     # results
     def result_files(self, pattern: str = "*") -> list[Path]:
-        """Files under the results folder, but not the report's (its pages, state and thumbnails)."""
+        """Files under the results folder (with the openscan layout, the records kept apart in
+        ``.focus-watcher/stacks``), but not the report's (its pages, state and thumbnails)."""
         report = self.results / REPORT_FOLDER
         return sorted(p for p in self.results.rglob(pattern) if not p.is_relative_to(report))
 

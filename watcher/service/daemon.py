@@ -4,8 +4,10 @@ Only this loop touches the tracker, the queue, the executor and the results fold
 queues raw events. The daemon orchestrates; the decisions are made elsewhere: the intake notices files and tells
 the tracker (:mod:`~watcher.service.intake`), the tracker decides what is ready, the job builder sizes the work
 (:mod:`~watcher.service.jobs`), the executor runs it (:mod:`~watcher.service.executor`), the policy decides what a
-finished run comes to (:mod:`~watcher.service.policy`), the store says what is done and writes records
-(:mod:`~watcher.service.results`), and the lock says who owns the results folder (:mod:`~watcher.service.lock`).
+finished run comes to (:mod:`~watcher.service.policy`), the placement says where outputs go
+(:mod:`~watcher.service.placement`), the store says what is done and writes records
+(:mod:`~watcher.service.records`), inputs are disposed of (:mod:`~watcher.service.inputs`), and the lock says
+who owns the results folder (:mod:`~watcher.service.lock`).
 
 Each pass is short (never blocks for more than a fraction of a second, however much the hot folder keeps), so it
 also feeds the systemd watchdog: if the loop hangs, the pings stop and systemd restarts the service.
@@ -27,21 +29,17 @@ from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
 from watcher.service.executor import Executor, Finished, Job
+from watcher.service.inputs import InputsChanged, dispose_inputs
 from watcher.service.intake import Intake
 from watcher.service.jobs import ScanCalibrations, frame_sources, make_job
 from watcher.service.lock import ResultsLock
 from watcher.service.naming import StackId
 from watcher.service.notify import SystemdNotifier
 from watcher.service.observer import start_watching
+from watcher.service.placement import UnsafeFolder, UnsafePathError
 from watcher.service.policy import Verdict, decide
 from watcher.service.pool import make_executor
-from watcher.service.results import (
-    InputsChanged,
-    ResultStore,
-    UnsafeFolder,
-    UnsafePathError,
-    build_record,
-)
+from watcher.service.records import RecordStore, build_record
 from watcher.service.status import report_pending
 from watcher.service.tracker import ReadyStack, StackTracker
 
@@ -87,7 +85,8 @@ class Daemon:
         except BaseException:
             self.lock.release()
             raise
-        self.store = ResultStore(self.results, settings.results, settings.stacking.output_format)
+        self.store = RecordStore.of(settings, self.results)
+        self.placement = self.store.placement
         self.tracker = StackTracker(settings.naming, settings.completeness)
         self.intake = Intake(self.hot, settings, self.tracker)
         self.queue: collections.deque[Job] = collections.deque()
@@ -123,11 +122,12 @@ class Daemon:
     def start(self) -> None:
         """Clean up after a crash, start watching, begin the first walk of the hot folder (it goes on in slices of
         the passes that follow, however many files the hot folder keeps) and tell systemd we are ready."""
-        removed = self.store.remove_stale_temp_files()
+        tidied = self.store.tidy()
         log.info("daemon.start", hot=str(self.hot), results=str(self.results),
                  executor=self.settings.workers.executor, workers=self.pool.workers,
                  memory_budget_mb=self.settings.workers.memory_budget_mb, once=self.once,
-                 stale_temp_files_removed=removed)
+                 stale_temp_files_removed=tidied.temp_files_removed, records_moved=tidied.records_moved,
+                 record_folders_forgotten=tidied.record_folders_forgotten)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
         if not self.once:
@@ -196,22 +196,41 @@ class Daemon:
         return not timing_out
 
     def _check_outputs(self, budget: float) -> None:
-        """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again.
+        """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again; one
+        whose scan folder went (a project deleted in OpenScan3) takes its record, kept apart, with it.
 
         Every result is checked once after each walk of the hot folder, for up to ``budget`` s per pass.
         """
         deadline = time.perf_counter() + budget
+        forgotten = []
         for stack in self._outputs_to_check:
             record = self.outputs.get(stack)
             if record is None:
                 continue
-            if not self.tracker.is_done(stack):
-                del self.outputs[stack]  # its inputs are gone or changed: it is no longer ours to watch
-            elif not self.store.intact(record):
+            done = self.tracker.is_done(stack)  # if not, its inputs are gone or changed: no longer ours to watch
+            if not done or not self.store.intact(record):
                 del self.outputs[stack]
-                self.tracker.undo(stack)  # ready again: made again, and logged as result.missing, when it is taken
+                if self._forget(stack):
+                    forgotten.append(stack)
+                if done:
+                    self.tracker.undo(stack)  # ready again: made again, and logged as result.missing, when it is taken
             if time.perf_counter() > deadline:
-                return
+                break
+        if forgotten:
+            pending = self._unfinished()
+            for stack in forgotten:
+                self.reporter.written(self.placement.paths(stack).record, pending)
+
+    def _forget(self, stack: StackId) -> bool:
+        """Remove the record of a stack whose scan folder is gone (see :meth:`RecordStore.forget`)."""
+        try:
+            forgotten = self.store.forget(stack)
+        except OSError as exc:  # read-only for now: the next start tidies it
+            log.warning("record.not_forgotten", stack=str(stack), error=str(exc))
+            return False
+        if forgotten:
+            log.info("record.forgotten", stack=str(stack), reason="its scan folder is gone")
+        return forgotten
 
     # --- deciding and doing work ---------------------------------------------------------------------------
 
@@ -250,7 +269,7 @@ class Daemon:
 
     def _job(self, ready: ReadyStack) -> Job | None:
         try:
-            paths = self.store.prepare(ready.stack)
+            paths = self.placement.prepare(ready.stack)
         except UnsafeFolder as exc:
             self._retry_later(ready, "results.unsafe", str(exc))
             return None
@@ -261,9 +280,9 @@ class Daemon:
         except OSError as exc:
             self._retry_later(ready, "results.unwritable", str(exc))
             return None
-        archive = self.intake.archives.get(ready.folder)
-        sources = frame_sources(ready, self.intake.folder_of(ready.folder), archive)
-        record = paths.record.relative_to(self.results).as_posix()
+        archive = self.intake.archives.get(ready.namespace)
+        sources = frame_sources(ready, self.intake.path_of(ready.namespace), archive)
+        record = self.placement.paths(ready.stack).record.relative_to(self.results).as_posix()
         thumbnails = (self.results / report_paths.thumbnail(record),
                       self.results / report_paths.depth_thumbnail(record))
         return make_job(ready, sources, paths, self.settings, self.pool.workers, {"ctx": _Context(ready, time.time())},
@@ -330,7 +349,7 @@ class Daemon:
     def _record_failure(self, job: Job, message: str, started: float, now: float,
                         fallback: dict | None = None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
-        if not all(self.intake.folder.look(s.path) is not None for s in job.spec.sources):
+        if not all(self.intake.hot_folder.look(s.path) is not None for s in job.spec.sources):
             self._retry_later(ready, "stack.vanished", message)  # inputs deleted meanwhile: nothing to record
             return
         outputs, warnings = [], []
@@ -353,12 +372,12 @@ class Daemon:
 
     def _write(self, ready: ReadyStack, record: dict) -> bool:
         try:
-            self.store.write_record(ready.stack, record)
+            self.store.write(ready.stack, record)
         except (OSError, UnsafeFolder) as exc:
             self._retry_later(ready, "results.unwritable", f"cannot write the record: {exc}")
             return False
         self._conclude(ready, record_from(record))
-        self.reporter.written(self.store.paths(ready.stack).record, self._unfinished())
+        self.reporter.written(self.placement.paths(ready.stack).record, self._unfinished())
         return True
 
     def _unfinished(self) -> list[PendingStack]:
@@ -376,10 +395,11 @@ class Daemon:
 
     def _dispose(self, ready: ReadyStack, record: Record) -> bool:
         """Archive or delete the inputs (``results.after_success``); False if that must be tried again."""
-        if self.settings.results.after_success == "keep" or ready.folder in self.intake.archives:
+        if self.settings.results.after_success == "keep" or ready.namespace in self.intake.archives:
             return True  # a scan zip is the original archive of a whole scan: always kept
         try:
-            action = self.store.dispose_inputs(self.intake.folder_of(ready.folder), ready.folder, record.signature)
+            action = dispose_inputs(self.settings.results, self.intake.path_of(ready.namespace), ready.namespace,
+                                    record.signature)
         except InputsChanged as exc:
             log.warning("inputs.changed", stack=str(ready.stack), error=str(exc))
             self.intake.relook(ready)  # the new frame makes the stack pending again

@@ -25,9 +25,7 @@ threads; the daemon's loop only reads their snapshots and submits, so it never w
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import stat
 import sys
 import threading
 import time
@@ -46,6 +44,7 @@ from watcher.config import Settings
 from watcher.service.dask_cluster import KEY_PREFIX, Cluster, ClusterConnection
 from watcher.service.dask_task import ShippedFrame, TaskResult, stack_task
 from watcher.service.executor import Finished, Job, JobSpec, Outcome, OutcomeKind
+from watcher.service.inputs import InputState, input_state
 from watcher.stacking.frames import FrameError, FrameSource, max_file_bytes
 
 log = structlog.get_logger("focus-watcher")
@@ -322,16 +321,10 @@ def worker_path(path: Path, mapping: dict[str, str]) -> Path:
 
 
 def _unchanged(source: FrameSource) -> bool:
-    """The input is still the regular file (or zip) of the size and mtime the daemon saw."""
+    """The input is still the regular file (or zip) the daemon saw (:func:`~watcher.service.inputs.input_state`)."""
     if source.seen is None:
         return True
     try:
-        info = os.lstat(source.path)
+        return input_state(source.path, *source.seen, member=source.member is not None) is InputState.SAME
     except OSError:
         return False
-    if not stat.S_ISREG(info.st_mode):
-        return False
-    size, mtime_ns = source.seen
-    if source.member is not None:  # a zip member: the zip's mtime is the member's
-        return info.st_mtime_ns == mtime_ns
-    return (info.st_size, info.st_mtime_ns) == (size, mtime_ns)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from watcher.config import Settings
 from watcher.service.executor import Job, JobSpec
-from watcher.service.results import StackPaths
+from watcher.service.placement import StackPaths
 from watcher.service.tracker import ReadyStack
 from watcher.stacking.calibration import Calibration
 from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header

@@ -27,9 +27,9 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserverVFS
 
 from watcher.config import Settings
+from watcher.layout import OPENSCAN_FOLDER
 from watcher.service.archive import list_members
 from watcher.service.naming import ScanInfo, is_candidate, is_scan_archive, parse_scan_json
-from watcher.service.results import OPENSCAN_FOLDER
 from watcher.service.tracker import FileState
 from watcher.stacking.probe import jpeg_is_complete, png_is_complete
 from watcher.untrusted import UnsafeFile, read_regular, read_tail

@@ -33,10 +33,8 @@ import cv2
 from watcher.atomic import write_atomic
 from watcher.service.executor import JobSpec, Outcome, OutcomeKind
 from watcher.stacking.frames import FrameError, FrameUnavailable
-from watcher.stacking.output import encode_image
 from watcher.stacking.pipeline import StackError, stack_to_file
-from watcher.stacking.probe import probe_image
-from watcher.stacking.sharpest import sharpest_frame
+from watcher.stacking.sharpest import fallback_image, sharpest_frame
 
 
 def run(spec: JobSpec, conn: Connection) -> None:
@@ -88,13 +86,7 @@ def _failed(spec: JobSpec, message: str) -> Outcome:
         best = sharpest_frame(spec.sources, spec.settings)
         if best is None:
             return Outcome(OutcomeKind.FAILED, message + " (no frame readable for a fallback image)")
-        wanted = spec.settings.output_format
-        if wanted == "jpg" and probe_image(best.data, whole_file=False).format == "jpeg":
-            data = best.data  # the camera's own file, EXIF and all
-        else:
-            data = encode_image(best.frame.pixels, wanted, jpeg_quality=spec.settings.jpeg_quality,
-                                exif=best.frame.exif)[0]
-        write_atomic(spec.image, data)
+        write_atomic(spec.image, fallback_image(best, spec.settings.output_format, spec.settings.jpeg_quality))
     except OSError as exc:
         return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the fallback image: {exc}")
     except MemoryError:

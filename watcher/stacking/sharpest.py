@@ -3,7 +3,8 @@
 When a stack fails (a corrupt frame, frames that do not match), a scanner's photogrammetry still wants *an* image
 for that position rather than a hole: OpenScan3's cloud upload takes only ``stacked/`` when a scan has any
 results there, so a position without one silently drops out of the model. The best single frame is the one whose
-whole-image focus energy is highest; frames that cannot be read are passed over.
+whole-image focus energy is highest; frames that cannot be read are passed over. It is stored as every result
+is (:func:`fallback_image`), so a scan's images all follow one orientation convention.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 from watcher.config import StackingSettings
 from watcher.stacking.focus import focus_energy
 from watcher.stacking.frames import Frame, FrameError, FrameSource, FrameUnavailable, decode_frame, max_file_bytes
+from watcher.stacking.output import encode_image, exif_orientation, upright_exif
+from watcher.stacking.probe import probe_image
 
 _SCORE_PIXELS = 1_000_000  # frames are compared on a grey copy of at most this size
 
@@ -50,6 +53,29 @@ def sharpest_frame(sources: Sequence[FrameSource], settings: StackingSettings) -
         if best is None or score > best.score:
             best = Sharpest(index, data, frame, score)
     return best
+
+
+def fallback_image(best: Sharpest, fmt: str, jpeg_quality: int) -> bytes:
+    """The file that stands in for a failed stack's result: ``best`` stored the way every result is.
+
+    Results are upright, their EXIF orientation 1 (frames are rotated when decoded: see
+    :func:`~watcher.stacking.output.upright_exif`); a stand-in asking viewers to rotate it would give a
+    photogrammetry tool two conventions in one scan. So the camera's own file is kept as it is (lossless, EXIF and
+    all) only when it is a JPEG wanted as ``jpg`` and already upright; otherwise the decoded, upright frame is
+    encoded as ``fmt`` with its EXIF, orientation reset.
+
+    Parameters
+    ----------
+    best : Sharpest
+    fmt : str
+        ``jpg``, ``png`` or ``tif``.
+    jpeg_quality : int
+        For a re-encoded JPEG, 1-100.
+    """
+    exif = best.frame.exif
+    if fmt == "jpg" and exif_orientation(exif) == 1 and probe_image(best.data, whole_file=False).format == "jpeg":
+        return best.data
+    return encode_image(best.frame.pixels, fmt, jpeg_quality=jpeg_quality, exif=upright_exif(exif) if exif else None)[0]
 
 
 def _mean_focus(pixels: np.ndarray, settings: StackingSettings) -> float:

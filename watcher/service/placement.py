@@ -1,0 +1,111 @@
+"""Where a stack's outputs go (the rules are :mod:`watcher.layout`'s), and their folders made ready to write.
+
+Results are written only through real folders: a folder below the results folder that is a symlink (a
+``stacked`` link pointing elsewhere) is refused (:class:`UnsafeFolder`), never written through.
+
+A ``stacked`` folder created for the openscan layout takes the scan folder's group, with group read/write and
+setgid, so the firmware (another user in that group) can list, upload and delete what we write there.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from watcher.layout import OPENSCAN_FOLDER, scan_parts, stack_files
+from watcher.service.naming import StackId, is_safe_component
+from watcher.stacking.output import FORMATS
+
+
+class UnsafePathError(ValueError):
+    """A stack id that would place a file outside the results folder."""
+
+
+class UnsafeFolder(ValueError):
+    """A folder on the way to a result is a symlink or a file: nothing is written through it."""
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    image: Path
+    record: Path
+    depthmap: Path
+
+
+class Placement:
+    """Where the outputs of each stack go in the results folder ``root``."""
+
+    def __init__(self, root: Path, layout: str, output_format: str) -> None:
+        self.root = root
+        self.layout = layout
+        self.extension = FORMATS[output_format]
+
+    def paths(self, stack: StackId) -> StackPaths:
+        """Where ``stack``'s outputs go, below ``root`` as configured (links not resolved).
+
+        Raises :class:`UnsafePathError` for ids that would leave the folder.
+        """
+        if not all(is_safe_component(part) for part in [*scan_parts(stack.scan), stack.stack]):
+            raise UnsafePathError(f"unsafe stack id {str(stack)!r}")
+        files = stack_files(stack.scan, stack.stack, self.layout, self.extension)
+        return StackPaths(image=self.root / files.image, record=self.root / files.record,
+                          depthmap=self.root / files.depthmap)
+
+    def prepare(self, stack: StackId) -> StackPaths:
+        """:meth:`paths`, with their folders created below ``root``, one real folder at a time.
+
+        Raises :class:`UnsafePathError` for an unsafe id, :class:`UnsafeFolder` if a folder on the way is a
+        symlink or a file, ``OSError`` if one cannot be created (full, read-only: try again later).
+        """
+        paths = self.paths(stack)
+        share = _share_with if self.layout == "openscan" else None
+        image = real_folder(self.root, paths.image.parent.relative_to(self.root).parts, share)
+        ours = real_folder(self.root, paths.record.parent.relative_to(self.root).parts)
+        return StackPaths(image=image / paths.image.name, record=ours / paths.record.name,
+                          depthmap=ours / paths.depthmap.name)
+
+    def scan_folder(self, stack: StackId) -> Path:
+        """The folder of ``stack``'s scan in the results folder (with the openscan layout: the scan itself)."""
+        return self.root.joinpath(*scan_parts(stack.scan))
+
+
+def real_folder(root: Path, parts: Sequence[str],
+                on_create: Callable[[Path, os.stat_result], None] | None = None) -> Path:
+    """The real path of ``root/parts...``, each folder created if missing, one component at a time.
+    ``on_create(folder, parent's stat)`` runs for a ``stacked`` folder this call created.
+
+    Raises :class:`UnsafeFolder` or ``OSError`` (see :meth:`Placement.prepare`).
+    """
+    inside = Path(os.path.realpath(root))
+    current = inside
+    for part in parts:
+        parent, current = current, current / part
+        try:
+            os.mkdir(current)
+            created = True
+        except FileExistsError:
+            created = False
+        info = os.lstat(current)
+        if not stat.S_ISDIR(info.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder"
+            raise UnsafeFolder(f"{current} is {what}: results are written only through real folders")
+        if created and on_create is not None and part == OPENSCAN_FOLDER:
+            on_create(current, os.lstat(parent))
+    return current
+
+
+def _share_with(folder: Path, parent: os.stat_result) -> None:
+    """Give a new ``stacked`` folder its scan folder's group, group rwx and setgid (files inherit the group).
+
+    The service runs as its own user (umask 0027); OpenScan3 runs as ``openscan`` and must still list, upload
+    and delete what is in ``stacked``: the service user is in the scan folder's group (the unit's
+    ``SupplementaryGroups=``), so it may hand the folder to that group.
+    """
+    try:
+        os.chown(folder, -1, parent.st_gid)
+    except PermissionError:
+        return  # not in that group: the folder stays ours alone (doctor says how to fix the unit)
+    os.chmod(folder, stat.S_ISGID | 0o770 | (parent.st_mode & 0o005))
