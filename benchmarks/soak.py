@@ -276,7 +276,9 @@ class Night:
         elif fault == "hostile":
             self._hostile_files()
         elif fault == "second_daemon":
-            threading.Thread(target=self.second_daemons, daemon=True).start()
+            # Not in a thread: one that outlived the next SIGKILL fault would find the folder free, take it and
+            # stay, and the restarted daemon would then rightly be refused.
+            self.second_daemons()
         elif fault == "copied":
             threading.Thread(target=self._copy_old, args=(scan, name), daemon=True).start()
         elif fault == "paused":
