@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("--jpeg-quality", dest="jpeg_quality", type=int)
     stack.add_argument("--depth", dest="output_depth", choices=["auto", "8", "16"], help="output bit depth")
     stack.add_argument("--depthmap", type=Path, metavar="FILE", help="also write the depth map here")
+    stack.add_argument("--mask", type=Path, metavar="MASK.png",
+                       help="also write the object mask here: 8-bit grey PNG in the result's geometry, 255 where "
+                       "the object is (sharp in some frame), 0 for the backdrop; the record's \"mask\" says how "
+                       "much of it was inferred")
     stack.add_argument("--json", action="store_true", help="print the stack's record as JSON")
     _add_config_flag(stack)
     stack.set_defaults(handler=_cmd_stack)
@@ -199,6 +203,8 @@ def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides["output_format"] = SUFFIXES[suffix]
     if args.depthmap is not None:
         overrides["depthmap"] = True
+    if args.mask is not None and args.mask.suffix.lower() != ".png":
+        raise ConfigError(f"mask: the mask is an 8-bit grey PNG, name it .png (got {args.mask.suffix!r})")
     return overrides
 
 
@@ -209,7 +215,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, {"stacking": _stacking_overrides(args)}).stacking
     progress = _terminal_progress if sys.stderr.isatty() else None
     try:
-        record = stack_to_file(args.images, args.output, settings, depthmap_output=args.depthmap, progress=progress)
+        record = stack_to_file(args.images, args.output, settings, depthmap_output=args.depthmap,
+                               mask_output=args.mask, progress=progress)
     except (FrameError, FrameUnavailable, StackError, OSError) as exc:
         if progress:
             print(file=sys.stderr)
