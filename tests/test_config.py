@@ -62,3 +62,12 @@ def test_bad_settings_fail_naming_the_key(tmp_path, toml, message):
 def test_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_the_alignments_gradient_share_still_loads_under_its_first_name(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text("[stacking]\nmask_threshold = 30\n")  # it read like a setting of the object mask
+    assert load_settings(config).stacking.align_gradient_percent == 30
+    monkeypatch.setenv("FOCUS_WATCHER_STACKING__MASK_THRESHOLD", "20")
+    assert load_settings(None).stacking.align_gradient_percent == 20
+    assert load_settings(config, {"stacking": {"align_gradient_percent": 40}}).stacking.align_gradient_percent == 40

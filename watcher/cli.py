@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("--focus", dest="focus_measure", choices=get_args(FocusMeasure))
     stack.add_argument("--levels", dest="pyramid_levels", type=int, help="ECC pyramid levels 1-6")
     stack.add_argument("--window", dest="focus_window", type=int, help="focus window, odd 3-21")
-    stack.add_argument("--mask-threshold", dest="mask_threshold", type=float, help="ECC gradient mask, 1-100")
+    stack.add_argument("--align-gradients", dest="align_gradient_percent", type=float, metavar="PERCENT",
+                       help="percent of the reference's pixels, strongest gradients first, that alignment uses "
+                       "(1-100)")
+    # the flag's first name, which reads like a setting of --mask: scripts that use it still run
+    stack.add_argument("--mask-threshold", dest="align_gradient_percent", type=float, help=argparse.SUPPRESS)
     stack.add_argument("--sharpen", type=float, help="unsharp mask amount 0-3")
     stack.add_argument("--scales", dest="focus_scales", type=int, help="octaves of the focus measure, 1-6")
     stack.add_argument("--reference", choices=["first", "middle"])
@@ -194,8 +198,8 @@ def _add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "mask_threshold", "sharpen", "focus_scales",
-            "reference", "align", "jpeg_quality", "output_depth")
+    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "align_gradient_percent", "sharpen",
+            "focus_scales", "reference", "align", "jpeg_quality", "output_depth")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     suffix = args.output.suffix.lower()
     if suffix not in SUFFIXES:

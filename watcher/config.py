@@ -68,8 +68,9 @@ class StackingSettings(_Section):
 
     align: bool = Field(True, description="Align frames; turn off only for rigs whose camera and focus never move.")
     pyramid_levels: int = Field(4, ge=1, le=6, description="ECC pyramid levels (coarse to fine).")
-    mask_threshold: float = Field(
-        50.0, ge=1, le=100, description="Percent of reference pixels, strongest gradients first, that ECC uses."
+    align_gradient_percent: float = Field(
+        50.0, ge=1, le=100, description="Percent of the reference's pixels, strongest gradients first, that "
+        "alignment (ECC) uses."
     )
     reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
     align_max_side: int = Field(768, ge=256, le=8192, description="Alignment is estimated at this size (px).")
@@ -97,6 +98,16 @@ class StackingSettings(_Section):
     max_megapixels: float = Field(
         120.0, gt=0, description="Frames larger than this are refused before decoding (decompression bombs)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        # align_gradient_percent was first called mask_threshold, which reads like a setting of the object mask:
+        # files and environments with the old name still load (where both names are set, the new one wins)
+        if isinstance(data, dict) and "mask_threshold" in data:
+            data = dict(data)
+            data.setdefault("align_gradient_percent", data.pop("mask_threshold"))
+        return data
 
     @field_validator("focus_window")
     @classmethod

@@ -339,14 +339,14 @@ class _Measuring:
         checked = None
         if self.calibration is not None:
             prediction = rescale_warp(self.calibration.step(index, index - side), scale)
-            moved = check_step(neighbour, grey, prediction, keep_percent=settings.mask_threshold)
+            moved = check_step(neighbour, grey, prediction, keep_percent=settings.align_gradient_percent)
             checked = {"source": self.calibration.source, "check_px": round(moved / scale, 3),
                        "held": moved <= CHECK_TOLERANCE_PX}
         if checked is not None and checked["held"]:
             pair = PairAlignment(prediction, "calibrated", float("nan"), (), ())
         else:
             pair = estimate_pair(neighbour, grey, levels=settings.pyramid_levels,
-                                 keep_percent=settings.mask_threshold, prediction=prediction)
+                                 keep_percent=settings.align_gradient_percent, prediction=prediction)
         if last_step is None and pair.model not in ("predicted", "identity", "calibrated"):
             self._first_steps[side] = pair.warp
         step = pair.warp if pair.model != "identity" else last_step
