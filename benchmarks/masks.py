@@ -41,7 +41,7 @@ from watcher.stacking.output import encode_image
 from watcher.stacking.pipeline import StackResult, stack
 
 BOUNDARY_TOLERANCE = 3  # px: the boundary F-score's (full resolution)
-REAL_STACKS = (REPO / "tests" / "data", REPO.parent / "shared" / "data" / "real")
+REAL_STACKS = (REPO.parent / "shared" / "data" / "real", REPO / "tests" / "data")
 _FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
@@ -162,18 +162,18 @@ def _cpu_in_mask_stages():
 
 def real(overlays: Path | None) -> None:
     print("\nreal stacks: the record's mask section")
-    for root in REAL_STACKS:
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-            frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in _FRAME_SUFFIXES)
-            if len(frames) < 2:
-                continue
+    folders = {folder.name: folder for root in reversed(REAL_STACKS) if root.is_dir()
+               for folder in root.iterdir() if folder.is_dir()}  # a stack in both: the first root's
+    for name, folder in sorted(folders.items()):
+        frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in _FRAME_SUFFIXES)
+        if len(frames) >= 2:
             result = stack(frames, StackingSettings(), object_mask=True)
             account = {k: v for k, v in result.record["mask"].items() if k != "warnings"}
-            print(f"{folder.name}: {account}")
+            print(f"{name}: {account}")
             for warning in result.record["mask"]["warnings"]:
                 print(f"  warning: {warning}")
             if overlays is not None:
-                _write_overlay(overlays / f"real_{folder.name}.png", result, None)
+                _write_overlay(overlays / f"real_{name}.png", result, None)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:

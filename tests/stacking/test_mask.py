@@ -91,6 +91,11 @@ def test_a_stack_with_nothing_in_focus_gives_an_empty_mask_and_a_warning(turntab
     assert EMPTY_WARNING in record["warnings"]
 
 
+def test_a_single_frame_gives_an_empty_mask_and_a_warning(turntable):
+    result = stack(turntable.rendered("plain", SMALL)[1][:1], StackingSettings(), object_mask=True)
+    assert not result.mask.any() and result.record["mask"]["warnings"] == [EMPTY_WARNING]
+
+
 def test_the_mask_is_an_8_bit_png_beside_a_result_byte_identical_to_one_without_it(turntable, tmp_path, capsys):
     frames = turntable.rendered("plain", SMALL)[1]
     plain = stack_to_file(frames, tmp_path / "plain.png", StackingSettings(output_format="png"))

@@ -79,8 +79,8 @@ OPENING_GROWTH = 2  # px: an opening takes its rim, a little darker than the bac
 REFINE_RADIUS = 2  # px: the guided filter that lays the outline along the result's edges
 REFINE_EPS = 1e-3  # (grey in [0, 1])^2: edges with a variance well above this are followed
 _NO_DETAIL = -30.0  # best score given to pixels no frame covers: far below any real score
-EMPTY_WARNING = ("mask: the mask is empty: nothing in the stack comes into focus and out of it again (a lens cap, "
-                 "a blank wall, or frames that all focus alike)")
+EMPTY_WARNING = ("mask: empty, nothing in the stack comes into focus and goes out of it again (a lens cap, a blank "
+                 "wall, a single frame)")
 
 
 @dataclass(frozen=True)
