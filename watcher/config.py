@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from watcher.service.masks import check_entries
+
 ENV_PREFIX = "FOCUS_WATCHER_"
 
 BlendMethod = Literal["weighted", "guided_weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick"]
@@ -242,6 +244,12 @@ class ResultsSettings(_Section):
         description="A stack that fails gets its record; sharpest_frame also puts its sharpest readable frame where "
         "the result would be (marked as a fallback in the record), so a scan keeps an image for every position.",
     )
+    masks: tuple[str, ...] = Field(
+        (),
+        description="Object masks for photogrammetry, one per stack, under each name listed: colmap, meshroom, "
+        "realitycapture, metashape, openmvs, or a template such as \"{scan}/masks/{stem}.png\" (see docs/masks.md). "
+        "Empty: no masks.",
+    )
 
     @model_validator(mode="after")
     def _archive_needs_folder(self) -> ResultsSettings:
@@ -280,6 +288,11 @@ class Settings(BaseSettings):
         hot, results = self.hot_folder.resolve(), self.results_folder.resolve()
         if self.results.layout != "openscan" and (results == hot or hot in results.parents):
             raise ValueError("results_folder must not be inside hot_folder (except with results.layout = openscan)")
+        return self
+
+    @model_validator(mode="after")
+    def _masks_stay_inside(self) -> Settings:
+        check_entries(self.results.masks, self.results.layout, self.stacking.output_format)
         return self
 
     @model_validator(mode="after")

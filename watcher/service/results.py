@@ -14,9 +14,12 @@ Layouts (``results.layout``):
   a zip scan ``2024-...-owl.zip`` becomes the folder ``2024-...-owl``.
 - ``openscan``: ``<results>/<scan path>/stacked/stacked_<stack>.jpg`` (and ``.json``), where OpenScan3's own
   stacker puts its results, so the firmware's upload finds them. Point ``results_folder`` at the projects
-  folder (it may then equal ``hot_folder``; ``stacked`` folders are never watched). A ``stacked`` folder we
-  create takes the scan folder's group, with group read/write and setgid, so the firmware (running as another
-  user in that group) can list, upload and delete what we write.
+  folder (it may then equal ``hot_folder``; ``stacked`` and ``masks`` folders are never watched). A ``stacked``
+  or ``masks`` folder we create takes the scan folder's group, with group read/write and setgid, so the firmware
+  (running as another user in that group) can list, upload and delete what we write.
+
+With ``results.masks``, each stack's object mask goes under every name asked for (:mod:`watcher.service.masks`);
+the masks are outputs like the result: one deleted makes the stack be made again.
 
 Results are written only through real folders: a folder below the results folder that is a symlink (a
 ``stacked`` link pointing elsewhere) is refused, never written through.
@@ -38,6 +41,8 @@ from watcher.atomic import fsync_folder, is_temp_name, write_atomic
 from watcher.config import ResultsSettings
 from watcher.names import displayable, name_fields
 from watcher.record import MAX_RECORD_BYTES, Record, Signature, UnreadableRecord, parse_record
+from watcher.service.masks import FOLDER as MASKS_FOLDER
+from watcher.service.masks import mask_paths
 from watcher.service.naming import StackId, is_safe_component
 from watcher.stacking.output import FORMATS
 from watcher.untrusted import UnsafeFile, read_regular
@@ -63,6 +68,7 @@ class StackPaths:
     image: Path
     record: Path
     depthmap: Path
+    masks: tuple[Path, ...] = ()  # the object mask under each name of results.masks (watcher.service.masks)
 
 
 class ResultStore:
@@ -82,13 +88,15 @@ class ResultStore:
             parts[-1] = parts[-1][: -len(".zip")]
         if not all(is_safe_component(part) for part in [*parts, stack.stack]):
             raise UnsafePathError(f"unsafe stack id {str(stack)!r}")
-        folder = self.root.joinpath(*parts)
         if self.settings.layout == "openscan":
-            folder, stem = folder / OPENSCAN_FOLDER, f"stacked_{stack.stack}"
+            folder, stem = (*parts, OPENSCAN_FOLDER), f"stacked_{stack.stack}"
         else:
-            stem = stack.stack
-        return StackPaths(image=folder / (stem + self.extension), record=folder / f"{stem}.json",
-                          depthmap=folder / f"{stem}.depth.png")
+            folder, stem = tuple(parts), stack.stack
+        image = (*folder, stem + self.extension)
+        masks = mask_paths(self.settings.masks, self.settings.layout, tuple(parts), image)
+        place = self.root.joinpath(*folder)
+        return StackPaths(image=self.root.joinpath(*image), record=place / f"{stem}.json",
+                          depthmap=place / f"{stem}.depth.png", masks=tuple(self.root / mask for mask in masks))
 
     def prepare(self, stack: StackId) -> StackPaths:
         """:meth:`paths`, with their folder created below the results folder, one real folder at a time.
@@ -97,20 +105,21 @@ class ResultStore:
         symlink or a file, ``OSError`` if one cannot be created (full, read-only: try again later).
         """
         paths = self.paths(stack)
-        current = self.root
-        for part in paths.record.parent.relative_to(self.root).parts:
-            parent, current = current, current / part
-            try:
-                os.mkdir(current)
-                created = True
-            except FileExistsError:
-                created = False
-            info = os.lstat(current)
-            if not stat.S_ISDIR(info.st_mode):
-                what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder"
-                raise UnsafeFolder(f"{current} is {what}: results are written only through real folders")
-            if created and part == OPENSCAN_FOLDER and self.settings.layout == "openscan":
-                _share_with(current, os.lstat(parent))
+        for folder in dict.fromkeys(path.parent for path in (paths.record, *paths.masks)):
+            current = self.root
+            for part in folder.relative_to(self.root).parts:
+                parent, current = current, current / part
+                try:
+                    os.mkdir(current)
+                    created = True
+                except FileExistsError:
+                    created = False
+                info = os.lstat(current)
+                if not stat.S_ISDIR(info.st_mode):
+                    what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder"
+                    raise UnsafeFolder(f"{current} is {what}: results are written only through real folders")
+                if created and part in (OPENSCAN_FOLDER, MASKS_FOLDER) and self.settings.layout == "openscan":
+                    _share_with(current, os.lstat(parent))
         return paths
 
     # --- done? -------------------------------------------------------------------------------------------
@@ -179,10 +188,11 @@ class ResultStore:
         write_atomic(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
         return path
 
-    def output_sizes(self, stack: StackId, image: bool, depthmap: bool) -> list[dict]:
-        """``[{"path", "bytes"}]`` of the outputs just written, for the record."""
+    def output_sizes(self, stack: StackId, image: bool, depthmap: bool, masks: bool = False) -> list[dict]:
+        """``[{"path", "bytes"}]`` of the outputs just written, for the record (the image first)."""
         paths = self.paths(stack)
         chosen = [path for path, wanted in ((paths.image, image), (paths.depthmap, depthmap)) if wanted]
+        chosen += list(paths.masks) if masks else []
         return [{**name_fields("path", str(p.relative_to(self.root))), "bytes": os.lstat(p).st_size} for p in chosen]
 
     def remove_stale_temp_files(self) -> int:
