@@ -9,6 +9,7 @@ import numpy as np
 
 from benchmarks.turntable import make_scene
 from tests.e2e.conftest import openscan3_name, write_frame, write_openscan3_stacks, write_scan_json
+from watcher.report.refresher import QUIET_SECONDS
 from watcher.stacking.mask import EMPTY_WARNING
 
 LAYOUTS = ["colmap", "meshroom", "realitycapture", "metashape", "openmvs"]
@@ -47,6 +48,13 @@ def test_every_layout_names_the_mask_its_meshers_way_beside_mirror_results(rig, 
     assert record["outputs"][0]["path"] == record["output"] == "owl/scan01/scan01_007.jpg"
     for path in expected:
         assert listed[str(path.relative_to(rig.results))] == path.stat().st_size
+
+    assert [entry.get("kind") for entry in record["outputs"]] == [None] + ["mask"] * len(expected)
+
+    page = rig.results / "report" / "owl" / "scan01" / "scan01_007.html"  # the mask over the result
+    daemon.wait_for(lambda: page.is_file() and "Object mask over the result" in page.read_text(),
+                    QUIET_SECONDS + 30, "the stack's page with its mask")
+    assert '<img class="mask" src="../../../masks/owl/scan01/scan01_007.jpg.png"' in page.read_text()
 
     expected[0].unlink()  # a deleted mask is a deleted output: the stack is made again
     daemon.wait_event("result.missing", stack=stack)

@@ -189,11 +189,13 @@ class ResultStore:
         return path
 
     def output_sizes(self, stack: StackId, image: bool, depthmap: bool, masks: bool = False) -> list[dict]:
-        """``[{"path", "bytes"}]`` of the outputs just written, for the record (the image first)."""
+        """``[{"path", "bytes"}]`` of the outputs just written, for the record (the image first; masks with
+        ``"kind": "mask"``)."""
         paths = self.paths(stack)
-        chosen = [path for path, wanted in ((paths.image, image), (paths.depthmap, depthmap)) if wanted]
-        chosen += list(paths.masks) if masks else []
-        return [{**name_fields("path", str(p.relative_to(self.root))), "bytes": os.lstat(p).st_size} for p in chosen]
+        chosen = [(path, {}) for path, wanted in ((paths.image, image), (paths.depthmap, depthmap)) if wanted]
+        chosen += [(path, {"kind": "mask"}) for path in paths.masks] if masks else []
+        return [{**name_fields("path", str(p.relative_to(self.root))), "bytes": os.lstat(p).st_size, **kind}
+                for p, kind in chosen]
 
     def remove_stale_temp_files(self) -> int:
         """Delete temp files left by a crash mid-write (they never carry a final name). Returns how many."""
