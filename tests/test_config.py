@@ -68,6 +68,15 @@ def test_missing_config_file_is_an_error(tmp_path):
         load_settings(tmp_path / "nope.toml")
 
 
+def test_the_alignments_gradient_share_still_loads_under_its_first_name(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text("[stacking]\nmask_threshold = 30\n")  # it read like a setting of the object mask
+    assert load_settings(config).stacking.align_gradient_percent == 30
+    monkeypatch.setenv("FOCUS_WATCHER_STACKING__MASK_THRESHOLD", "20")
+    assert load_settings(None).stacking.align_gradient_percent == 20
+    assert load_settings(config, {"stacking": {"align_gradient_percent": 40}}).stacking.align_gradient_percent == 40
+
+
 def test_camera_data_settings_from_file_and_environment_and_a_bad_make_named(tmp_path, monkeypatch):
     config = tmp_path / "c.toml"
     config.write_text('[stacking.camera]\nfocal_length_mm = 16.0\nmake = "Raspberry Pi"\n')

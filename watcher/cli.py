@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("--focus", dest="focus_measure", choices=get_args(FocusMeasure))
     stack.add_argument("--levels", dest="pyramid_levels", type=int, help="ECC pyramid levels 1-6")
     stack.add_argument("--window", dest="focus_window", type=int, help="focus window, odd 3-21")
-    stack.add_argument("--mask-threshold", dest="mask_threshold", type=float, help="ECC gradient mask, 1-100")
+    stack.add_argument("--align-gradients", dest="align_gradient_percent", type=float, metavar="PERCENT",
+                       help="percent of the reference's pixels, strongest gradients first, that alignment uses "
+                       "(1-100)")
+    # the flag's first name, which reads like a setting of --mask: scripts that use it still run
+    stack.add_argument("--mask-threshold", dest="align_gradient_percent", type=float, help=argparse.SUPPRESS)
     stack.add_argument("--sharpen", type=float, help="unsharp mask amount 0-3")
     stack.add_argument("--scales", dest="focus_scales", type=int, help="octaves of the focus measure, 1-6")
     stack.add_argument("--reference", choices=["first", "middle"])
@@ -52,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("--jpeg-quality", dest="jpeg_quality", type=int)
     stack.add_argument("--depth", dest="output_depth", choices=["auto", "8", "16"], help="output bit depth")
     stack.add_argument("--depthmap", type=Path, metavar="FILE", help="also write the depth map here")
+    stack.add_argument("--mask", type=Path, metavar="MASK.png",
+                       help="also write the object mask here: 8-bit grey PNG in the result's geometry, 255 where "
+                       "the object is (sharp in some frame), 0 for the backdrop; the record's \"mask\" says how "
+                       "much of it was inferred")
     stack.add_argument("--json", action="store_true", help="print the stack's record as JSON")
     _add_config_flag(stack)
     stack.set_defaults(handler=_cmd_stack)
@@ -194,8 +202,8 @@ def _add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "mask_threshold", "sharpen", "focus_scales",
-            "reference", "align", "jpeg_quality", "output_depth")
+    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "align_gradient_percent", "sharpen",
+            "focus_scales", "reference", "align", "jpeg_quality", "output_depth")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     suffix = args.output.suffix.lower()
     if suffix not in SUFFIXES:
@@ -203,6 +211,8 @@ def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides["output_format"] = SUFFIXES[suffix]
     if args.depthmap is not None:
         overrides["depthmap"] = True
+    if args.mask is not None and args.mask.suffix.lower() != ".png":
+        raise ConfigError(f"mask: the mask is an 8-bit grey PNG, name it .png (got {args.mask.suffix!r})")
     return overrides
 
 
@@ -213,7 +223,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, {"stacking": _stacking_overrides(args)}).stacking
     progress = _terminal_progress if sys.stderr.isatty() else None
     try:
-        record = stack_to_file(args.images, args.output, settings, depthmap_output=args.depthmap, progress=progress)
+        record = stack_to_file(args.images, args.output, settings, depthmap_output=args.depthmap,
+                               mask_output=args.mask, progress=progress)
     except (FrameError, FrameUnavailable, StackError, OSError) as exc:
         if progress:
             print(file=sys.stderr)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from watcher.masks import check_entries
+
 ENV_PREFIX = "FOCUS_WATCHER_"
 
 BlendMethod = Literal["weighted", "guided_weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick"]
@@ -96,8 +98,9 @@ class StackingSettings(_Section):
 
     align: bool = Field(True, description="Align frames; turn off only for rigs whose camera and focus never move.")
     pyramid_levels: int = Field(4, ge=1, le=6, description="ECC pyramid levels (coarse to fine).")
-    mask_threshold: float = Field(
-        50.0, ge=1, le=100, description="Percent of reference pixels, strongest gradients first, that ECC uses."
+    align_gradient_percent: float = Field(
+        50.0, ge=1, le=100, description="Percent of the reference's pixels, strongest gradients first, that "
+        "alignment (ECC) uses."
     )
     reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
     align_max_side: int = Field(768, ge=256, le=8192, description="Alignment is estimated at this size (px).")
@@ -126,6 +129,16 @@ class StackingSettings(_Section):
         120.0, gt=0, description="Frames larger than this are refused before decoding (decompression bombs)."
     )
     camera: CameraSettings = Field(default_factory=CameraSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        # align_gradient_percent was first called mask_threshold, which reads like a setting of the object mask:
+        # files and environments with the old name still load (where both names are set, the new one wins)
+        if isinstance(data, dict) and "mask_threshold" in data:
+            data = dict(data)
+            data.setdefault("align_gradient_percent", data.pop("mask_threshold"))
+        return data
 
     @field_validator("focus_window")
     @classmethod
@@ -260,6 +273,12 @@ class ResultsSettings(_Section):
         description="A stack that fails gets its record; sharpest_frame also puts its sharpest readable frame where "
         "the result would be (marked as a fallback in the record), so a scan keeps an image for every position.",
     )
+    masks: tuple[str, ...] = Field(
+        (),
+        description="Object masks for photogrammetry, one per stack, under each name listed: colmap, meshroom, "
+        "realitycapture, metashape, openmvs, or a template such as \"{scan}/masks/{stem}.png\" (see docs/masks.md). "
+        "Empty: no masks.",
+    )
 
     @model_validator(mode="after")
     def _archive_needs_folder(self) -> ResultsSettings:
@@ -298,6 +317,11 @@ class Settings(BaseSettings):
         hot, results = self.hot_folder.resolve(), self.results_folder.resolve()
         if self.results.layout != "openscan" and (results == hot or hot in results.parents):
             raise ValueError("results_folder must not be inside hot_folder (except with results.layout = openscan)")
+        return self
+
+    @model_validator(mode="after")
+    def _masks_stay_inside(self) -> Settings:
+        check_entries(self.results.masks, self.results.layout, self.stacking.output_format)
         return self
 
     @model_validator(mode="after")

@@ -309,9 +309,9 @@ def as_firmware(*command: str) -> subprocess.CompletedProcess:
 
 def test_the_firmware_user_can_read_and_delete_what_we_write_under_the_units_umask(shared_rig, frames):
     """The unit's UMask=0027 made our stacked/ folders drwxr-x--- in our own group: OpenScan3 (another user in
-    the rig's group) could no longer list, upload or delete its scan. A stacked/ folder we create takes the scan
-    folder's group, group rwx and setgid; our files are group-readable. Checked as that other user (as root:
-    the daemon runs without capabilities in the rig's group, as the service user would)."""
+    the rig's group) could no longer list, upload or delete its scan. A stacked/ (or masks/) folder we create
+    takes the scan folder's group, group rwx and setgid; our files are group-readable. Checked as that other user
+    (as root: the daemon runs without capabilities in the rig's group, as the service user would)."""
     rig = shared_rig
     scan = rig.hot / "owl" / "scan01"
     scan.mkdir(parents=True)
@@ -323,15 +323,16 @@ def test_the_firmware_user_can_read_and_delete_what_we_write_under_the_units_uma
         prefix = ["setpriv", f"--groups={RIG_GID}", "--inh-caps=-all", "--bounding-set=-all"]
     else:
         prefix = []
-    daemon = rig.start(openscan_config(rig), prefix=prefix, umask=0o027)
+    daemon = rig.start(openscan_config(rig, masks=["meshroom"]), prefix=prefix, umask=0o027)
     [stack] = write_openscan3_stacks(rig.hot, "owl", 1, {7: frames.stack(3)})
     daemon.wait_event("stack.done", stack=stack)
-    stacked = scan / "stacked"
-    image = stacked / "stacked_scan01_007.jpg"
+    stacked, masks = scan / "stacked", scan / "masks"
+    image, mask = stacked / "stacked_scan01_007.jpg", masks / "stacked_scan01_007.png"
     assert os.listdir(stacked) == [image.name]  # the record is kept apart, in focus-watcher's own folder
-    info = stacked.stat()
-    assert info.st_gid == scan.stat().st_gid and info.st_mode & 0o2070 == 0o2070, oct(info.st_mode)
-    assert image.stat().st_gid == scan.stat().st_gid and image.stat().st_mode & 0o040, oct(image.stat().st_mode)
+    for folder, file in ((stacked, image), (masks, mask)):
+        info = folder.stat()
+        assert info.st_gid == scan.stat().st_gid and info.st_mode & 0o2070 == 0o2070, oct(info.st_mode)
+        assert file.stat().st_gid == scan.stat().st_gid and file.stat().st_mode & 0o040, oct(file.stat().st_mode)
     assert daemon.terminate() == 0
     if not as_root:
         return  # another user's view needs root to take it
@@ -341,5 +342,6 @@ def test_the_firmware_user_can_read_and_delete_what_we_write_under_the_units_uma
     removed = as_firmware("rm", str(image))
     assert removed.returncode == 0, removed
     assert as_firmware("rmdir", str(stacked)).returncode == 0
-    assert not stacked.exists()
+    assert as_firmware("rm", "-r", str(masks)).returncode == 0  # deleting a scan deletes its masks
+    assert not stacked.exists() and not masks.exists()
     assert stat.S_IMODE(scan.stat().st_mode) == 0o2775  # the scan folder itself is untouched

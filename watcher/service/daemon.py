@@ -333,7 +333,8 @@ class Daemon:
             warnings.append(f"{len(ready.frames)} frames where {ready.expected} were expected "
                             f"(complete because: {ready.reason})")
         try:
-            outputs = self.store.output_sizes(ready.stack, image=True, depthmap=job.spec.depthmap is not None)
+            outputs = self.store.output_sizes(ready.stack, image=True, depthmap=job.spec.depthmap is not None,
+                                              masks=True)
         except OSError as exc:  # deleted the moment it was written: make it again
             self._retry_later(ready, "results.unwritable", f"result gone: {exc}")
             return

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -76,7 +76,7 @@ def stack_task(spec: JobSpec, host_threads: dict[str, int]) -> TaskResult:
     cv2.setNumThreads(max(1, (os.cpu_count() or 1) // max(1, host_threads.get(host, worker.state.nthreads))))
     scratch = _SCRATCH if os.access(_SCRATCH, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="focus-watcher-", dir=scratch) as folder:
-        local = replace(spec, **{kind: Path(folder, kind + path.suffix) for kind, path in spec.outputs().items()})
+        local = spec.relocated(Path(folder))
         outcome = execute(local, worker=name, out_of_memory=f"out of memory on worker {name}")
         outputs = {kind: path.read_bytes() for kind, path in local.outputs().items() if path.is_file()}
     return TaskResult(outcome, outputs)

@@ -10,7 +10,7 @@ executors implement it, each beside this module: the local pool of worker proces
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,12 +47,20 @@ class JobSpec:
     thumbnail: Path | None = None  # the report's thumbnail of the result (and of the depth map, if one is made)
     depth_thumbnail: Path | None = None
     calibration: Calibration | None = None  # the scan's focus-step transforms, checked and reused
+    masks: tuple[Path, ...] = ()  # the object mask, made once, written under each of these names
 
     def outputs(self) -> dict[str, Path]:
-        """The files this job may write, by kind (``image``, ``depthmap``, ``thumbnail``, ``depth_thumbnail``)."""
+        """The files this job may write, by kind (``image``, ``depthmap``, ``thumbnail``, ``depth_thumbnail``,
+        ``mask0``, ``mask1``, ...)."""
         named = {"image": self.image, "depthmap": self.depthmap, "thumbnail": self.thumbnail,
-                 "depth_thumbnail": self.depth_thumbnail}
+                 "depth_thumbnail": self.depth_thumbnail, **{f"mask{i}": path for i, path in enumerate(self.masks)}}
         return {kind: path for kind, path in named.items() if path is not None}
+
+    def relocated(self, folder: Path) -> JobSpec:
+        """This job with each output in ``folder``, named after its kind (a cluster worker's scratch space)."""
+        local = {kind: Path(folder, kind + path.suffix) for kind, path in self.outputs().items()}
+        fields = {kind: path for kind, path in local.items() if not kind.startswith("mask")}
+        return replace(self, **fields, masks=tuple(local[f"mask{i}"] for i in range(len(self.masks))))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPa
         fallback=settings.results.on_failure == "sharpest_frame",
         thumbnail=thumbnails[0] if thumbnails else None,
         depth_thumbnail=thumbnails[1] if thumbnails and stacking.depthmap else None,
+        masks=paths.masks,
     )
     return Job(spec, estimate, context=context)
 

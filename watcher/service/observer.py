@@ -28,6 +28,7 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from watcher.config import Settings
 from watcher.layout import OPENSCAN_FOLDER
+from watcher.masks import FOLDER as MASKS_FOLDER
 from watcher.service.archive import list_members
 from watcher.service.naming import ScanInfo, is_candidate, is_scan_archive, parse_scan_json
 from watcher.service.tracker import FileState
@@ -35,7 +36,7 @@ from watcher.stacking.probe import jpeg_is_complete, png_is_complete
 from watcher.untrusted import UnsafeFile, read_regular, read_tail
 
 SCAN_JSON = "scan.json"
-_SKIPPED_FOLDERS = {OPENSCAN_FOLDER, "metadata"}
+_SKIPPED_FOLDERS = {OPENSCAN_FOLDER, MASKS_FOLDER, "metadata"}
 _TAIL_BYTES = 4096
 _MAX_SCAN_JSON_BYTES = 1 << 20  # OpenScan3's scan.json is a few KiB
 

@@ -3,8 +3,11 @@
 Results are written only through real folders: a folder below the results folder that is a symlink (a
 ``stacked`` link pointing elsewhere) is refused (:class:`UnsafeFolder`), never written through.
 
-A ``stacked`` folder created for the openscan layout takes the scan folder's group, with group read/write and
-setgid, so the firmware (another user in that group) can list, upload and delete what we write there.
+A ``stacked`` or ``masks`` folder created for the openscan layout takes the scan folder's group, with group
+read/write and setgid, so the firmware (another user in that group) can list, upload and delete what we write there.
+
+With ``results.masks``, each stack's object mask goes under every name asked for (:mod:`watcher.masks`); the masks
+are outputs like the result: one deleted makes the stack be made again.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watcher.layout import OPENSCAN_FOLDER, scan_parts, stack_files
+from watcher.masks import FOLDER as MASKS_FOLDER
+from watcher.masks import mask_paths
 from watcher.service.naming import StackId, is_safe_component
 from watcher.stacking.output import FORMATS
 
@@ -33,15 +38,17 @@ class StackPaths:
     image: Path
     record: Path
     depthmap: Path
+    masks: tuple[Path, ...] = ()  # the object mask under each name of results.masks (watcher.masks)
 
 
 class Placement:
     """Where the outputs of each stack go in the results folder ``root``."""
 
-    def __init__(self, root: Path, layout: str, output_format: str) -> None:
+    def __init__(self, root: Path, layout: str, output_format: str, masks: tuple[str, ...] = ()) -> None:
         self.root = root
         self.layout = layout
         self.extension = FORMATS[output_format]
+        self.masks = masks
 
     def paths(self, stack: StackId) -> StackPaths:
         """Where ``stack``'s outputs go, below ``root`` as configured (links not resolved).
@@ -51,8 +58,9 @@ class Placement:
         if not all(is_safe_component(part) for part in [*scan_parts(stack.scan), stack.stack]):
             raise UnsafePathError(f"unsafe stack id {str(stack)!r}")
         files = stack_files(stack.scan, stack.stack, self.layout, self.extension)
+        masks = mask_paths(self.masks, self.layout, tuple(scan_parts(stack.scan)), tuple(files.image.split("/")))
         return StackPaths(image=self.root / files.image, record=self.root / files.record,
-                          depthmap=self.root / files.depthmap)
+                          depthmap=self.root / files.depthmap, masks=tuple(self.root / mask for mask in masks))
 
     def prepare(self, stack: StackId) -> StackPaths:
         """:meth:`paths`, with their folders created below ``root``, one real folder at a time.
@@ -64,8 +72,10 @@ class Placement:
         share = _share_with if self.layout == "openscan" else None
         image = real_folder(self.root, paths.image.parent.relative_to(self.root).parts, share)
         ours = real_folder(self.root, paths.record.parent.relative_to(self.root).parts)
+        masks = tuple(real_folder(self.root, mask.parent.relative_to(self.root).parts, share) / mask.name
+                      for mask in paths.masks)
         return StackPaths(image=image / paths.image.name, record=ours / paths.record.name,
-                          depthmap=ours / paths.depthmap.name)
+                          depthmap=ours / paths.depthmap.name, masks=masks)
 
     def scan_folder(self, stack: StackId) -> Path:
         """The folder of ``stack``'s scan in the results folder (with the openscan layout: the scan itself)."""
@@ -75,7 +85,7 @@ class Placement:
 def real_folder(root: Path, parts: Sequence[str],
                 on_create: Callable[[Path, os.stat_result], None] | None = None) -> Path:
     """The real path of ``root/parts...``, each folder created if missing, one component at a time.
-    ``on_create(folder, parent's stat)`` runs for a ``stacked`` folder this call created.
+    ``on_create(folder, parent's stat)`` runs for a ``stacked`` or ``masks`` folder this call created.
 
     Raises :class:`UnsafeFolder` or ``OSError`` (see :meth:`Placement.prepare`).
     """
@@ -92,13 +102,14 @@ def real_folder(root: Path, parts: Sequence[str],
         if not stat.S_ISDIR(info.st_mode):
             what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder"
             raise UnsafeFolder(f"{current} is {what}: results are written only through real folders")
-        if created and on_create is not None and part == OPENSCAN_FOLDER:
+        if created and on_create is not None and part in (OPENSCAN_FOLDER, MASKS_FOLDER):
             on_create(current, os.lstat(parent))
     return current
 
 
 def _share_with(folder: Path, parent: os.stat_result) -> None:
-    """Give a new ``stacked`` folder its scan folder's group, group rwx and setgid (files inherit the group).
+    """Give a new ``stacked`` or ``masks`` folder its scan folder's group, group rwx and setgid (files inherit
+    the group).
 
     The service runs as its own user (umask 0027); OpenScan3 runs as ``openscan`` and must still list, upload
     and delete what is in ``stacked``: the service user is in the scan folder's group (the unit's

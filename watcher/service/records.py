@@ -112,7 +112,7 @@ class RecordStore:
     def of(cls, settings: Settings, root: Path | None = None) -> RecordStore:
         """The store of ``settings``' results folder (or of ``root``, the same folder resolved)."""
         placement = Placement(root or settings.results_folder, settings.results.layout,
-                              settings.stacking.output_format)
+                              settings.stacking.output_format, settings.results.masks)
         return cls(placement, settings.results.after_success)
 
     def load(self, stack: StackId) -> Record | None:
@@ -172,12 +172,14 @@ class RecordStore:
         write_atomic(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
         return path
 
-    def output_sizes(self, stack: StackId, image: bool, depthmap: bool) -> list[dict]:
-        """``[{"path", "bytes"}]`` of the outputs just written, for the record."""
+    def output_sizes(self, stack: StackId, image: bool, depthmap: bool, masks: bool = False) -> list[dict]:
+        """``[{"path", "bytes"}]`` of the outputs just written, for the record (the image first; masks with
+        ``"kind": "mask"``)."""
         paths = self.placement.paths(stack)
-        chosen = [path for path, wanted in ((paths.image, image), (paths.depthmap, depthmap)) if wanted]
-        return [{**name_fields("path", p.relative_to(self.root).as_posix()), "bytes": os.lstat(p).st_size}
-                for p in chosen]
+        chosen = [(path, {}) for path, wanted in ((paths.image, image), (paths.depthmap, depthmap)) if wanted]
+        chosen += [(path, {"kind": "mask"}) for path in paths.masks] if masks else []
+        return [{**name_fields("path", p.relative_to(self.root).as_posix()), "bytes": os.lstat(p).st_size, **kind}
+                for p, kind in chosen]
 
     def forget(self, stack: StackId) -> bool:
         """With the openscan layout, once ``stack``'s scan folder is gone (the project deleted in OpenScan3),

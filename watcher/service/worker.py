@@ -58,7 +58,11 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
     try:
         record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap,
                                thumbnail_output=spec.thumbnail, depth_thumbnail_output=spec.depth_thumbnail,
-                               calibration=spec.calibration)
+                               mask_output=spec.masks[0] if spec.masks else None, calibration=spec.calibration)
+        if len(spec.masks) > 1:  # made once, the same bytes under each mesher's name
+            mask = spec.masks[0].read_bytes()
+            for path in spec.masks[1:]:
+                write_atomic(path, mask)
         record["worker_peak_rss_mb"] = _peak_rss_mb()
         record["worker"] = {"host": socket.gethostname(), "name": worker}
         outcome = Outcome(OutcomeKind.OK, record=record)

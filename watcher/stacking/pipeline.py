@@ -34,6 +34,7 @@ from watcher.stacking.calibration import Calibration
 from watcher.stacking.camera import fill_camera_exif
 from watcher.stacking.depth import refine
 from watcher.stacking.frames import Frame, FrameSource, prefetching, read_frame
+from watcher.stacking.mask import mask_from_evidence
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
 from watcher.stacking.output import encode_image, thumbnail, upright_exif
 from watcher.stacking.weights import WeightPlan
@@ -62,12 +63,15 @@ class StackResult:
     exif : bytes or None
         The reference frame's EXIF, orientation reset (the pixels are upright), with the camera data it lacked
         (:mod:`watcher.stacking.camera`).
+    mask : ndarray, shape (H, W), uint8, or None
+        The object mask, when asked for: 255 object, 0 backdrop (:mod:`watcher.stacking.mask`).
     """
 
     image: np.ndarray
     depthmap: np.ndarray | None
     record: dict
     exif: bytes | None = None
+    mask: np.ndarray | None = None
 
 
 @functools.cache
@@ -119,6 +123,7 @@ def stack(
     *,
     progress: Progress | None = None,
     calibration: Calibration | None = None,
+    object_mask: bool = False,
 ) -> StackResult:
     """Fuse a focus stack.
 
@@ -131,6 +136,8 @@ def stack(
     calibration : Calibration, optional
         Transforms of an earlier stack of the same scan, reused where they check out
         (:mod:`watcher.stacking.calibration`).
+    object_mask : bool
+        Also make the object mask (``StackResult.mask``, the record's ``mask``); the result is the same either way.
 
     Raises
     ------
@@ -147,7 +154,7 @@ def stack(
     timer = Timer()
     count = len(sources)
     ref = reference_index(count, settings.reference)
-    measured = measure(sources, settings, ref, timer, progress, calibration)
+    measured = measure(sources, settings, ref, timer, progress, calibration, object_mask=object_mask)
     begin = time.perf_counter()
     depth = refine(measured.depth, measured.guide, edge_aware=settings.blend != "weighted").depth
     plan = WeightPlan(measured, depth, settings.blend)
@@ -156,11 +163,16 @@ def stack(
     image = merge(sources, measured, plan, settings, out_dtype, timer, progress)
     begin = time.perf_counter()
     depthmap = _depth_image(depth, measured.shape, count) if settings.depthmap else None
-    timer.add("finish", begin)
+    begin = timer.add("finish", begin)
+    mask = mask_account = None
+    if measured.mask_evidence is not None:
+        mask, mask_account = mask_from_evidence(measured.mask_evidence, image)
+        timer.add("mask", begin)
     timer.seconds["total"] = time.perf_counter() - started
     shares = plan.shares(measured.depth.confidence)
     frames = [{**record, "share": round(share, 4)} for record, share in zip(measured.frames, shares)]
     warnings = [f"{f['name']}: {w}" for f in frames for w in f["warnings"]]
+    warnings += mask_account["warnings"] if mask_account else []
     record = {
         "software": f"focus-watcher {__version__}",
         "frames": frames,
@@ -178,12 +190,14 @@ def stack(
         "warnings": warnings,
         "settings": settings.model_dump(mode="json"),
     }
+    if mask_account is not None:
+        record["mask"] = mask_account
     metrics = frame_metrics(frames)
     if metrics is not None:
         record["focus_range"] = [advice.as_dict() for advice in stack_advice(metrics)]
     exif = upright_exif(measured.exif) if measured.exif else None
     exif, record["camera_exif"] = fill_camera_exif(exif, (measured.shape[1], measured.shape[0]), settings.camera)
-    return StackResult(image=image, depthmap=depthmap, record=record, exif=exif)
+    return StackResult(image=image, depthmap=depthmap, record=record, exif=exif, mask=mask)
 
 
 def merge(
@@ -234,12 +248,15 @@ def stack_to_file(
     depthmap_output: Path | None = None,
     thumbnail_output: Path | None = None,
     depth_thumbnail_output: Path | None = None,
+    mask_output: Path | None = None,
     progress: Progress | None = None,
     calibration: Calibration | None = None,
 ) -> dict:
-    """:func:`stack`, then write the result (and optionally the depth map and the report's thumbnails of both,
-    made from the arrays in memory) atomically. Returns the record, whose ``outputs`` name what was written."""
-    result = stack(sources, settings, progress=progress, calibration=calibration)
+    """:func:`stack`, then write the result (and optionally the depth map, the object mask -- an 8-bit grey PNG,
+    whatever ``mask_output``'s suffix -- and the report's thumbnails of the result and the depth map, made from the
+    arrays in memory) atomically. Returns the record, whose ``outputs`` name what was written."""
+    result = stack(sources, settings, progress=progress, calibration=calibration,
+                   object_mask=mask_output is not None)
     begin = time.perf_counter()
     outputs = {"image": str(output)}
     if thumbnail_output is not None:
@@ -253,6 +270,9 @@ def stack_to_file(
         depth_format = "jpg" if depthmap_output.suffix.lower() in (".jpg", ".jpeg") else "png"
         write_atomic(depthmap_output, encode_image(result.depthmap, depth_format, jpeg_quality=95)[0])
         outputs["depthmap"] = str(depthmap_output)
+    if mask_output is not None:
+        write_atomic(mask_output, encode_image(result.mask, "png")[0])
+        outputs["mask"] = str(mask_output)
     if depth_thumbnail_output is not None and result.depthmap is not None:
         write_atomic(depth_thumbnail_output, encode_image(thumbnail(result.depthmap), "png")[0])
         outputs["depth_thumbnail"] = str(depth_thumbnail_output)
