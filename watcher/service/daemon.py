@@ -17,7 +17,7 @@ import collections
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import structlog
 
@@ -25,7 +25,7 @@ from watcher.config import Settings
 from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
-from watcher.service.executor import Executor, Finished, Job
+from watcher.service.executor import Executor, Finished, Job, WorkerId
 from watcher.service.intake import Intake
 from watcher.service.jobs import ScanCalibrations, frame_sources, make_job
 from watcher.service.lock import ResultsLock
@@ -285,9 +285,9 @@ class Daemon:
         decision = decide(outcome, job.attempt, self.settings.workers.retries, stopping=stopping)
         match decision.verdict:
             case Verdict.RECORD_OK:
-                self._record_success(job, outcome.record, started, now, finished.seconds)
+                self._record_success(job, outcome.record, started, now, finished.seconds, outcome.worker)
             case Verdict.RECORD_FAILED:
-                self._record_failure(job, decision.message, started, now, outcome.fallback)
+                self._record_failure(job, decision.message, started, now, outcome.fallback, outcome.worker)
             case Verdict.RETRY:
                 log.warning(decision.event, stack=job.spec.stack, error=outcome.message, attempt=job.attempt)
                 self.queue.appendleft(Job(job.spec, job.estimate_bytes, job.attempt + 1, job.context))
@@ -305,7 +305,8 @@ class Daemon:
         level = log.warning if event in _WARNINGS else log.error
         level(event, stack=str(ready.stack), error=error, retry_in=delay)
 
-    def _record_success(self, job: Job, engine: dict, started: float, now: float, seconds: float) -> None:
+    def _record_success(self, job: Job, engine: dict, started: float, now: float, seconds: float,
+                        worker: WorkerId | None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
         warnings = []
         if ready.expected is not None and len(ready.frames) != ready.expected:
@@ -319,6 +320,7 @@ class Daemon:
         record = build_record(ready.stack, ready.signature, status="ok", reason=ready.reason, attempts=job.attempt,
                               started_at=started, finished_at=now, outputs=outputs, engine=engine,
                               warnings=warnings)
+        _add_worker(record, worker)
         self.calibrations.learn(ready.stack.scan, str(ready.stack), engine)
         if self._write(ready, record):
             self.counts["done"] += 1
@@ -326,7 +328,7 @@ class Daemon:
                      warnings=len(record["warnings"]))
 
     def _record_failure(self, job: Job, message: str, started: float, now: float,
-                        fallback: dict | None = None) -> None:
+                        fallback: dict | None = None, worker: WorkerId | None = None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
         if not all(self.intake.folder.look(s.path) is not None for s in job.spec.sources):
             self._retry_later(ready, "stack.vanished", message)  # inputs deleted meanwhile: nothing to record
@@ -344,10 +346,12 @@ class Daemon:
         record = build_record(ready.stack, ready.signature, status="failed", reason=ready.reason,
                               attempts=job.attempt, started_at=started, finished_at=now, outputs=outputs,
                               error=message, warnings=warnings, fallback=fallback)
+        _add_worker(record, worker)
         if self._write(ready, record):
             self.counts["failed"] += 1
             log.error("stack.failed", stack=job.spec.stack, error=message, attempts=job.attempt,
-                      fallback=fallback["frame"] if fallback else None, upload_gap=bool(warnings))
+                      fallback=fallback["frame"] if fallback else None, upload_gap=bool(warnings),
+                      worker=worker.name if worker else None)
 
     def _write(self, ready: ReadyStack, record: dict) -> bool:
         try:
@@ -402,3 +406,9 @@ class Daemon:
             self.notifier.status(status)
         if self.notifier.watchdog_due(time.monotonic()):
             self.notifier.watchdog()
+
+
+def _add_worker(record: dict, worker: WorkerId | None) -> None:
+    """Who ran the stack (``{"host", "name"}``), in its record: ok or failed, wherever it ran."""
+    if worker is not None:
+        record["worker"] = asdict(worker)

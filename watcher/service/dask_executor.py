@@ -45,7 +45,7 @@ from watcher.atomic import write_atomic
 from watcher.config import Settings
 from watcher.service.dask_cluster import KEY_PREFIX, Cluster, ClusterConnection
 from watcher.service.dask_task import ShippedFrame, TaskResult, stack_task
-from watcher.service.executor import Finished, Job, JobSpec, Outcome, OutcomeKind
+from watcher.service.executor import Finished, Job, JobSpec, Outcome, OutcomeKind, WorkerId
 from watcher.stacking.frames import FrameError, FrameSource, max_file_bytes
 
 log = structlog.get_logger("focus-watcher")
@@ -220,7 +220,8 @@ class DaskExecutor:
                        "its nanny for going over its memory limit)")
             if run > 1 + self.settings.retries:
                 task.job.attempt = run - 1
-                finished.append(self._finish(task, Outcome(OutcomeKind.DIED, message), cancel=True))
+                finished.append(self._finish(task, Outcome(OutcomeKind.DIED, message, worker=_worker_of(left)),
+                                             cancel=True))
             else:
                 log.warning("stack.retry", stack=stack, error=message, attempt=run - 1)
 
@@ -256,13 +257,14 @@ class DaskExecutor:
         changed = next((source.name for source in spec.sources if not _unchanged(source)), None)
         if changed is not None:
             return Outcome(OutcomeKind.UNAVAILABLE,
-                           f"{changed} changed while the cluster stacked it: its result is not written")
+                           f"{changed} changed while the cluster stacked it: its result is not written",
+                           worker=result.outcome.worker)
         try:
             for kind, path in spec.outputs().items():
                 if kind in result.outputs:
                     write_atomic(path, result.outputs[kind])
         except OSError as exc:
-            return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the result: {exc}")
+            return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the result: {exc}", worker=result.outcome.worker)
         return result.outcome
 
     def _check(self, task: _Task, cluster: Cluster, now: float, finished: list[Finished]) -> None:
@@ -291,7 +293,10 @@ class DaskExecutor:
             finished.append(self._finish(task, Outcome(OutcomeKind.FAILED, message), cancel=True))
 
     def _finish(self, task: _Task, outcome: Outcome, *, cancel: bool = False) -> Finished:
+        """End ``task`` with ``outcome`` (said to have run on its latest run's worker, unless it says who)."""
         self._tasks.remove(task)
+        if outcome.worker is None and task.runs:
+            outcome = replace(outcome, worker=_worker_of(task.runs[-1]))
         if cancel and task.future is not None:
             with contextlib.suppress(Exception):  # the connection is gone: the scheduler forgot it anyway
                 task.future.cancel()
@@ -310,6 +315,11 @@ class DaskExecutor:
                 cluster.client.restart_workers([address], raise_for_error=False)
             except Exception as exc:  # noqa: BLE001 - gone already, or no nanny: nothing more to do
                 log.warning("cluster.restart_failed", worker=address, error=str(exc))
+
+
+def _worker_of(start: dict) -> WorkerId:
+    """The worker a start report (:func:`~watcher.service.dask_task.stack_task`) came from."""
+    return WorkerId(start["hostname"], start["name"])
 
 
 def worker_path(path: Path, mapping: dict[str, str]) -> Path:

@@ -18,6 +18,7 @@ This module is imported on the workers (focus-watcher must be installed there, t
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -72,7 +73,7 @@ def stack_task(spec: JobSpec, host_threads: dict[str, int]) -> TaskResult:
     name = worker.address if str(worker.name) == worker.address else f"{worker.name} ({worker.address})"
     # (the scheduler adds "worker": this worker's address)
     worker.log_event(TOPIC, {"key": worker.get_current_task(), "stack": spec.stack, "name": name, "host": host,
-                             "pid": os.getpid()})
+                             "hostname": socket.gethostname(), "pid": os.getpid()})
     cv2.setNumThreads(max(1, (os.cpu_count() or 1) // max(1, host_threads.get(host, worker.state.nthreads))))
     scratch = _SCRATCH if os.access(_SCRATCH, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="focus-watcher-", dir=scratch) as folder:

@@ -56,11 +56,20 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class WorkerId:
+    """Who ran a stack, as its record says (``worker``): the machine, and the worker on it."""
+
+    host: str  # the machine's host name
+    name: str  # "local pid 1234", or the Dask worker's name and address
+
+
+@dataclass(frozen=True)
 class Outcome:
     kind: OutcomeKind
     message: str | None = None  # what went wrong, for every kind but OK
     record: dict | None = None  # OK: the engine's record
     fallback: dict | None = None  # FAILED with a fallback image: {"frame": name, "index": position}
+    worker: WorkerId | None = None  # who ran it; None if no worker did (never placed, stopped before it started)
 
 
 @dataclass

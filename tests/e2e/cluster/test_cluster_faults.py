@@ -53,6 +53,8 @@ def test_a_stack_whose_workers_keep_dying_fails_after_its_retries_with_a_record(
     record = rig.records()[stack]
     assert record["status"] == "failed" and record["attempts"] == 2
     assert second["worker"] in record["error"] and record["error"].endswith("(2 attempts)"), record["error"]
+    assert record["worker"] == {"host": os.uname().nodename, "name": second["worker"]}, record  # it failed there
+    assert failed["worker"] == second["worker"]
     assert not (rig.results / "big" / "scan01" / "scan01_001.jpg").exists()
     # The daemon goes on: the next stack is stacked (on the restarted workers).
     [next_stack] = write_openscan3_stacks(rig.hot, "small", 1, {0: frames.stack(3)})
