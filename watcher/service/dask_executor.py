@@ -4,10 +4,11 @@ The daemon sees the same :class:`~watcher.service.executor.Executor` as with the
 collects outcomes. Everything cluster-shaped happens here:
 
 - **Capacity.** At most as many stacks are in flight as the connected workers have threads; each task asks for
-  its estimated peak memory as the resource ``memory`` (workers declare theirs: ``dask worker ... --resources
-  memory=6e9``), so Dask never runs more on a worker than its memory holds, and a 64 MP stack never lands on a
-  4 GB Pi. A stack that no connected worker has the memory for fails with a record after
-  ``workers.dask_wait_for_worker_seconds``; with no worker connected at all, it just waits.
+  its estimated peak memory as the resource ``memory``, so Dask never runs more on a worker than its memory
+  holds, and a 64 MP stack never lands on a 4 GB Pi. Workers may declare theirs (``dask worker ... --resources
+  memory=6e9``); a plain ``dask worker`` is given one from its memory limit when it joins
+  (:func:`~watcher.service.dask_task.stack_memory`). A stack that no connected worker has the memory for fails
+  with a record after ``workers.dask_wait_for_worker_seconds``; with no worker connected at all, it just waits.
 - **Frames.** Workers read them by path (``workers.dask_path_map`` maps the daemon's prefixes to theirs), or the
   daemon reads them and ships the bytes (``workers.dask_frames = "ship"``), in a background thread.
 - **Results.** A task returns the files it made as bytes; they are written here with the same atomic writer as
@@ -286,9 +287,9 @@ class DaskExecutor:
         elif now - task.unrunnable_since > self.settings.dask_wait_for_worker_seconds:
             largest = cluster.largest_memory
             offer = (f"the largest offers {largest >> 20} MiB" if largest else
-                     "none declares a memory resource")
+                     "none can run focus-watcher (cluster.worker_unusable in the log)")
             message = (f"needs about {task.memory >> 20} MiB, more than any worker of the cluster has: {offer} "
-                       f"(dask worker --resources memory=BYTES); waited "
+                       f"(a bigger worker: dask worker --memory-limit BYTES, or --resources memory=BYTES); waited "
                        f"{self.settings.dask_wait_for_worker_seconds:.0f} s for one")
             finished.append(self._finish(task, Outcome(OutcomeKind.FAILED, message), cancel=True))
 

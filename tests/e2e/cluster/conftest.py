@@ -42,11 +42,11 @@ class Cluster:
     def address(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.root / f"{name}-{len(self._started)}.log", "wb")  # noqa: SIM115 - the process keeps it
         process = subprocess.Popen([str(DASK), *argv], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                        "DASK_TEMPORARY_DIRECTORY": str(self.root / "scratch")},
+                                        "DASK_TEMPORARY_DIRECTORY": str(self.root / "scratch"), **(env or {})},
                                    start_new_session=True)
         log.close()
         self._started.append(process)
@@ -56,11 +56,13 @@ class Cluster:
         self.scheduler = self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(self.port),
                                                    "--no-dashboard"])
 
-    def start_worker(self, name: str, memory: float = 2e9) -> None:
-        """``dask worker`` with 1 thread and ``memory`` bytes as its "memory" resource."""
+    def start_worker(self, name: str, memory: float | None = 2e9, *options: str,
+                     env: dict[str, str] | None = None) -> None:
+        """``dask worker`` with 1 thread and ``memory`` bytes as its "memory" resource, or none declared (None: a
+        plain worker, as the README's own example starts one); ``options``: more of ``dask worker``'s."""
+        resources = ["--resources", f"memory={memory:.0f}"] if memory is not None else []
         self.workers[name] = self._spawn(name, ["worker", self.address, "--name", name, "--host", "127.0.0.1",
-                                                "--nthreads", "1", "--resources", f"memory={memory:.0f}",
-                                                "--no-dashboard"])
+                                                "--nthreads", "1", *resources, "--no-dashboard", *options], env)
 
     def stop_scheduler(self) -> None:
         """SIGTERM, as ``systemctl stop`` does. The workers end with it (they need a scheduler):
