@@ -117,7 +117,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ResultsBusy as exc:  # usage: restarting (systemd) or retrying cannot fix it
         print(f"focus-watcher: {exc}", file=sys.stderr)
         return 2
-    return daemon.run()
+    status = daemon.run()
+    if daemon.gave_up:
+        print(f"focus-watcher: {daemon.gave_up}", file=sys.stderr)
+    return status
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

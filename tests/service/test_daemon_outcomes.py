@@ -54,6 +54,9 @@ class ScriptedExecutor:
         self._running = []
         return finished
 
+    def unavailable(self) -> str | None:
+        return None
+
     def _end(self, job: Job) -> Finished:
         stack = job.spec.stack
         self.runs[stack] += 1

@@ -102,12 +102,13 @@ class Daemon:
         self.longest_pass_cpu = 0.0  # s of the main thread's CPU in its busiest pass: does any pass do too much?
         self._status = ""
         self.observer = None  # watchdog's observer, once started
+        self.gave_up: str | None = None  # once: why it stopped before the work was done
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped (or, ``once``, until idle). Returns the exit status: 1 if ``once`` left work failed
-        or unfinished, else 0."""
+        """Run until stopped (or, ``once``, until idle, or until it gives up on an executor that cannot run
+        anything). Returns the exit status: 1 if ``once`` left work failed or unfinished, else 0."""
         try:
             self.start()
             while not self.stopping:
@@ -115,7 +116,7 @@ class Daemon:
                 self.step()
                 self.passes += 1
                 self.longest_pass_cpu = max(self.longest_pass_cpu, time.thread_time() - cpu)
-                if self.once and self._idle():
+                if self.once and (self._idle() or self._gives_up()):
                     break
             return self.shutdown()
         finally:
@@ -180,7 +181,7 @@ class Daemon:
                  pending=self.tracker.pending(), waiting=waiting, passes=self.passes,
                  longest_pass_cpu_ms=round(self.longest_pass_cpu * 1000, 1))
         self.notifier.close()
-        return 1 if self.once and (self.counts["failed"] or waiting) else 0
+        return 1 if self.once and (self.counts["failed"] or waiting or self.gave_up) else 0
 
     def _idle(self) -> bool:
         """For ``once``: nothing running or queued, nothing ready, no file still settling, and no stack that only
@@ -195,6 +196,15 @@ class Daemon:
             log.info("once.awaiting_timeout", stacks=len(timing_out), first=str(timing_out[0]),
                      timeout_seconds=self.settings.completeness.stack_timeout_seconds)
         return not timing_out
+
+    def _gives_up(self) -> bool:
+        """For ``once``: the executor has been unable to run anything for longer than it waits (the cluster
+        unreachable): exit with its reason (:attr:`gave_up`) rather than wait; no stack is marked failed."""
+        reason = self.pool.unavailable()
+        if reason is not None:
+            self.gave_up = f"{reason}: nothing marked failed, the stacks are left for the next run"
+            log.error("once.gave_up", error=self.gave_up, queued=len(self.queue), running=self.pool.running)
+        return reason is not None
 
     def _check_outputs(self, budget: float) -> None:
         """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again.

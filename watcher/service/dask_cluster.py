@@ -76,6 +76,7 @@ class ClusterConnection:
         self.starts: queue.SimpleQueue[dict] = queue.SimpleQueue()  # the workers' start reports
         self._wake = wake  # set whenever something arrives for the daemon's loop
         self._cluster: Cluster | None = None
+        self.error: str | None = None  # why the last attempt to connect failed
         self._closing = threading.Event()
         _route_dask_logs()
         self._thread = threading.Thread(target=self._keep_up, name="focus-watcher-cluster", daemon=True)
@@ -98,8 +99,9 @@ class ClusterConnection:
             try:
                 client = Client(self.address, timeout=CONNECT_TIMEOUT, set_as_default=False)
             except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError: not there (yet)
+                self.error = str(exc) or type(exc).__name__
                 if not unreachable_logged:
-                    log.error("cluster.unreachable", scheduler=self.address, error=str(exc) or type(exc).__name__,
+                    log.error("cluster.unreachable", scheduler=self.address, error=self.error,
                               retry_every=_RETRY_CONNECT)
                     unreachable_logged = True
                 self._closing.wait(_RETRY_CONNECT)

@@ -82,6 +82,7 @@ class DaskExecutor:
         self._wake = threading.Event()  # something came back: a start, a result, a change of the cluster
         self._results: queue.SimpleQueue[tuple[_Task, Future, object]] = queue.SimpleQueue()
         self._background = ThreadPoolExecutor(1, thread_name_prefix="focus-watcher-dask")
+        self._unusable_since: float | None = time.monotonic()  # since when no connected worker takes stacks
         self.connection = ClusterConnection(self.settings.dask_scheduler, self._wake)
 
     # --- the Executor interface ----------------------------------------------------------------------------
@@ -114,6 +115,10 @@ class DaskExecutor:
         self._take_starts(now, finished)
         self._take_results(finished)
         cluster = self.connection.connected()
+        if cluster is not None and cluster.threads:
+            self._unusable_since = None
+        elif self._unusable_since is None:
+            self._unusable_since = now
         for task in list(self._tasks):
             if task.future is not None and (cluster is None or task.client is not cluster.client):
                 if cluster is not None:  # connected again, through a new client: the old one's tasks are gone
@@ -140,6 +145,19 @@ class DaskExecutor:
         self._background.shutdown(wait=False, cancel_futures=True)
         self.connection.close()
         return finished
+
+    def unavailable(self) -> str | None:
+        """The scheduler unreachable, or no worker that takes stacks connected, for longer than
+        ``workers.dask_wait_for_worker_seconds`` (as of the last :meth:`collect`)."""
+        since, patience = self._unusable_since, self.settings.dask_wait_for_worker_seconds
+        if since is None or time.monotonic() - since < patience:
+            return None
+        address = self.settings.dask_scheduler
+        if self.connection.connected() is None:
+            return (f"the Dask scheduler at {address} was unreachable for {patience:.0f} s "
+                    f"({self.connection.error or 'no answer'})")
+        return (f"no worker of the Dask cluster at {address} took stacks for {patience:.0f} s (none connected, "
+                "or none can run focus-watcher: cluster.worker_unusable in the log)")
 
     # --- submitting ----------------------------------------------------------------------------------------
 

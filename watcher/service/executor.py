@@ -108,3 +108,7 @@ class Executor(Protocol):
 
     def shutdown(self, grace_seconds: float) -> list[Finished]:
         """Let running jobs finish for up to ``grace_seconds``, then stop the rest (outcome ``DIED``)."""
+
+    def unavailable(self) -> str | None:
+        """Why no stack has been able to run for longer than this executor waits (a cluster unreachable, or
+        without a worker that takes stacks); None while stacks can run, or may soon. ``once`` gives up on it."""

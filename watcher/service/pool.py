@@ -124,6 +124,10 @@ class WorkerPool:
             finished.append(self._finish(running, Outcome(OutcomeKind.DIED, "stopped: the daemon shut down")))
         return finished
 
+    def unavailable(self) -> str | None:
+        """Never: this machine is always there."""
+        return None
+
     def _receive(self, running: _Running) -> None:
         if running.outcome is None and running.conn.poll():
             with contextlib.suppress(EOFError, OSError):
