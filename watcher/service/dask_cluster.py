@@ -121,7 +121,7 @@ class ClusterConnection:
         if client.status != "running":
             raise ConnectionError("the connection to the scheduler was lost")
         info = client.scheduler_info(n_workers=-1)
-        workers = tuple(sorted((_worker(address, entry) for address, entry in info.get("workers", {}).items()),
+        workers = tuple(sorted((cluster_worker(address, entry) for address, entry in info.get("workers", {}).items()),
                                key=lambda w: w.name))
         previous = self._cluster
         if previous is None or previous.client is not client or previous.scheduler_id != info["id"]:
@@ -160,7 +160,7 @@ def describe_cluster(address: str, timeout: float = CONNECT_TIMEOUT) -> dict:
     except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError: report it, do not fail status
         return {"scheduler": address, "error": str(exc) or type(exc).__name__, "workers": []}
     workers = []
-    for worker in sorted((_worker(*item) for item in info.get("workers", {}).items()), key=lambda w: w.name):
+    for worker in sorted((cluster_worker(*item) for item in info.get("workers", {}).items()), key=lambda w: w.name):
         stacks = sorted(filter(None, (stack_of(key) for key in running.get(worker.address, {}))))
         workers.append({"name": worker.name, "address": worker.address, "host": worker.host,
                         "threads": worker.threads, "memory_mb": None if worker.memory is None else worker.memory >> 20,
@@ -176,7 +176,8 @@ def stack_of(key: object) -> str | None:
     return None
 
 
-def _worker(address: str, entry: dict) -> ClusterWorker:
+def cluster_worker(address: str, entry: dict) -> ClusterWorker:
+    """A worker as the scheduler describes it (an entry of ``scheduler_info()["workers"]``)."""
     memory = (entry.get("resources") or {}).get("memory")
     return ClusterWorker(address=address, name=str(entry.get("name", address)), host=str(entry.get("host", "")),
                          threads=int(entry.get("nthreads", 1)), memory=None if memory is None else int(memory),
