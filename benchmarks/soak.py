@@ -83,6 +83,9 @@ class Night:
         self.rss_runs: list[list[tuple[float, int]]] = []
         self.peak_kb = 0
         self.daemon: subprocess.Popen | None = None
+        # A restart and the second daemons' check take turns: a ``once`` that reaches the lock while the daemon is
+        # down takes it, rightly, and the restarted daemon is then the one refused.
+        self.lifecycle = threading.Lock()
         self.notify = Notifications(self.root / "notify.sock")
         self.rng = random.Random(self.seed)
         case = make_focal_stack("coffee_tilt", size=(320, 240), n_frames=FRAMES, seed=self.seed)
@@ -145,10 +148,11 @@ class Night:
 
     def second_daemons(self) -> None:
         """A second ``run`` and a ``once`` beside the running daemon: each must exit 2 at once."""
-        for what in ("run", "once"):
-            self.counts["second_daemons"] += 1
-            done = subprocess.run(self.command(what), capture_output=True, text=True, timeout=60, check=False)
-            self.counts["second_daemons_refused"] += done.returncode == 2 and "is in use" in done.stderr
+        with self.lifecycle:
+            for what in ("run", "once"):
+                self.counts["second_daemons"] += 1
+                done = subprocess.run(self.command(what), capture_output=True, text=True, timeout=60, check=False)
+                self.counts["second_daemons_refused"] += done.returncode == 2 and "is in use" in done.stderr
 
     def kill_a_worker(self) -> bool:
         workers = [pid for pid in _descendants(self.daemon.pid) if b"forkserver" in _cmdline(_parent(pid))]
@@ -265,8 +269,9 @@ class Night:
         if fault == "burst":
             self._burst(scan, position)
         elif fault in ("sigkill", "sigterm", "sigint"):
-            self.stop(signal.Signals[fault.upper()])
-            self.start()
+            with self.lifecycle:
+                self.stop(signal.Signals[fault.upper()])
+                self.start()
         elif fault == "kill_worker":
             _wait(self.kill_a_worker, 20, fail=False)
         elif fault == "readonly":
