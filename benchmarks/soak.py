@@ -428,11 +428,17 @@ class Night:
 
     def _delete_a_result(self) -> None:
         """The result image of a stack done earlier, deleted (OpenScan's "delete photos"): it is made again.
-        (A zip's stack: other stacks' inputs are archived, and with them gone there is nothing to stack.)"""
-        done = [p for p in self.plan.values() if p.expect == "ok" and p.runs == 1
-                and (record := read_record(self.results, p)) and record["status"] == "ok"
-                and p.stack.split("/")[1].endswith(".zip")]
-        if done:
+        (A zip's stack: other stacks' inputs are archived, and with them gone there is nothing to stack.) The rig
+        waits for one to be done: a read-only results folder or a restart may have held them back."""
+        done: list[Planned] = []
+
+        def find() -> list[Planned]:
+            done.extend(p for p in self.plan.values() if p.expect == "ok" and p.runs == 1
+                        and (record := read_record(self.results, p)) and record["status"] == "ok"
+                        and p.stack.split("/")[1].endswith(".zip"))
+            return done
+
+        if _wait(find, 60, fail=False):
             planned = done[0]
             planned.runs, planned.fault = 2, "result_deleted"
             record = read_record(self.results, planned)
@@ -481,8 +487,11 @@ class Night:
 
     def _wait_until_done(self) -> None:
         def settled() -> bool:
-            return all(read_record(self.results, p) is not None for p in self.plan.values()
-                       if p.expect in ("ok", "failed"))
+            """Every stack that must have a record has one, and each ok record's result is there (a deleted one
+            made again)."""
+            return all((record := read_record(self.results, p)) is not None
+                       and (record["status"] != "ok" or (self.results / record.get("output", "")).is_file())
+                       for p in self.plan.values() if p.expect in ("ok", "failed"))
 
         _wait(settled, 300, fail=False)
         time.sleep(3)  # let anything late (a rescan, a result made again) show up before stopping
