@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import watcher
-from tests.e2e.cluster.conftest import Cluster, free_port
+from benchmarks.local_dask import Cluster, free_port
 from tests.e2e.conftest import write_openscan3_stacks
 from tests.test_doctor import jpeg_header
 from watcher import __version__

@@ -10,7 +10,7 @@ import time
 import cv2
 import numpy as np
 
-from tests.e2e.cluster.conftest import Cluster
+from benchmarks.local_dask import Cluster
 from tests.e2e.conftest import paused, write_openscan3_stacks
 
 

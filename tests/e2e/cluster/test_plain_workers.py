@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from tests.e2e.cluster.conftest import Cluster
+from benchmarks.local_dask import Cluster
 from tests.e2e.conftest import write_openscan3_stacks
 
 MIB = 1 << 20
