@@ -113,8 +113,9 @@ class ClusterConnection:
                     self._closing.wait(_REFRESH)
             except Exception as exc:  # noqa: BLE001 - the scheduler went away: start over with a new client
                 self._cluster = None
-                log.error("cluster.disconnected", scheduler=self.address, error=str(exc) or type(exc).__name__)
-                self._wake.set()
+                if not self._closing.is_set():  # (closed by the daemon: not a loss)
+                    log.error("cluster.disconnected", scheduler=self.address, error=str(exc) or type(exc).__name__)
+                    self._wake.set()
                 _close(client, timeout=2)
 
     def _look(self, client: Client) -> None:
@@ -190,7 +191,9 @@ def _welcome(client: Client, worker: ClusterWorker) -> None:
     missing (it takes no stack), or another version (a job's fields may differ; its stacks would fail there)."""
     try:
         facts = client.run(take_stacks, workers=[worker.address]).get(worker.address)
-    except Exception as exc:  # noqa: BLE001 - ModuleNotFoundError on the worker, or it left meanwhile
+    except Exception as exc:  # ModuleNotFoundError on the worker, it left meanwhile, or our connection went
+        if client.status != "running":  # our connection went (the scheduler stopped, or the daemon is stopping)
+            raise ConnectionError("the connection to the scheduler was lost") from exc
         log.info("cluster.worker_joined", worker=worker.name, host=worker.host, threads=worker.threads,
                  memory_mb=None if worker.memory is None else worker.memory >> 20, memory_from=None)
         log.error("cluster.worker_unusable", worker=worker.name, host=worker.host,
