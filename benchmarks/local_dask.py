@@ -1,8 +1,8 @@
 """A Dask cluster of processes on this machine, started as docs/cluster.md starts one: ``dask scheduler`` and
 ``dask worker``, each in its own process group (so a worker's nanny and its worker process go together).
 
-Used by the cluster tests (tests/e2e/cluster). Small on purpose: 1 thread per worker, no dashboards.
-:meth:`Cluster.close` kills everything it started.
+Used by the cluster tests (tests/e2e/cluster) and the soak night's ``--executor dask``. Small on purpose: 1 thread
+per worker, no dashboards. :meth:`Cluster.close` kills everything it started.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def free_port() -> int:
 class Cluster:
     root: Path  # the processes' logs and scratch
     port: int = field(default_factory=free_port)
+    prefix: list[str] = field(default_factory=list)  # a command that runs each process (``setpriv ...``)
     scheduler: subprocess.Popen | None = None
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
     _started: list[subprocess.Popen] = field(default_factory=list)
@@ -43,7 +44,7 @@ class Cluster:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.root / f"{name}-{len(self._started)}.log", "wb")  # noqa: SIM115 - the process keeps it
-        process = subprocess.Popen([str(DASK), *argv], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
+        process = subprocess.Popen([*self.prefix, str(DASK), *argv], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=log, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1",
                                         "DASK_TEMPORARY_DIRECTORY": str(self.root / "scratch"), **(env or {})})
