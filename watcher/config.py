@@ -63,6 +63,34 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CameraSettings(_Section):
+    """Camera data added to a result whose reference frame lacks it, for photogrammetry tools; see
+    docs/camera-data.md. The cameras OpenScan rigs use are known by their EXIF Model; these settings are for
+    any other camera and for what the table cannot know, and win over it."""
+
+    fill_exif: bool = Field(
+        True, description="Add Make, FocalLength, FocalLengthIn35mmFilm and FocalPlane*Resolution where the "
+        "reference frame's EXIF lacks them (a tag the camera wrote is never changed)."
+    )
+    make: str | None = Field(None, min_length=1, max_length=64,
+                             description="Make to write (printable ASCII), e.g. for a camera the table lacks.")
+    focal_length_mm: float | None = Field(
+        None, ge=0.1, le=2000, description="The lens's focal length: needed for the HQ Camera (imx477) and any "
+        "camera the table lacks."
+    )
+    pixel_pitch_um: float | None = Field(
+        None, ge=0.1, le=100, description="Size of one pixel of the frames in micrometres (the sensor's pitch, "
+        "times the binning or scaling if frames are not taken pixel for pixel)."
+    )
+
+    @field_validator("make")
+    @classmethod
+    def _ascii(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise ValueError(f"must be printable ASCII, as EXIF's Make is (got {value!r})")
+        return value
+
+
 class StackingSettings(_Section):
     """How one stack is fused. Mirrors the seed tool's parameters, with measured defaults."""
 
@@ -97,6 +125,7 @@ class StackingSettings(_Section):
     max_megapixels: float = Field(
         120.0, gt=0, description="Frames larger than this are refused before decoding (decompression bombs)."
     )
+    camera: CameraSettings = Field(default_factory=CameraSettings)
 
     @field_validator("focus_window")
     @classmethod

@@ -1,5 +1,5 @@
 """Beside OpenScan3's firmware: results in its scans' ``stacked/`` folders, the files it writes that are not
-stacks, its scan.json, and a firmware user that must still read and delete what we write (issue 10)."""
+stacks, its scan.json, and a firmware user that must still read and delete what we write."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.e2e.conftest import (
     Rig,
+    openscan3_exif,
     openscan3_name,
     openscan3_stack,
+    with_exif,
     write_frame,
     write_openscan3_stacks,
     write_scan_json,
@@ -41,7 +44,7 @@ def test_openscan_layout_refuses_png_at_start_naming_the_key(rig):
 
 def test_photos_openscan_writes_that_are_not_stacks_are_ignored_quietly(rig, frames):
     """A scan taken without focus stacking (scan01_000.jpg ...) and the project's thumbnail.jpg are expected
-    files: no ``file.unplaced`` warning (it used to be ~130 per scan); a stacked scan beside them is stacked."""
+    files: no ``file.unplaced`` warning (that would be ~130 per scan); a stacked scan beside them is stacked."""
     daemon = rig.start(openscan_config(rig))
     write_frame(rig.hot / "owl" / "thumbnail.jpg", frames.small[0])
     write_scan_json(rig.hot / "owl" / "scan01", "completed", 1)
@@ -80,6 +83,43 @@ def test_a_failed_stack_says_it_leaves_a_gap_in_the_upload_or_puts_its_sharpest_
     assert image.read_bytes() == bad[record["fallback"]["index"]]
     assert record["outputs"] == [{"path": "owl/scan02/stacked/stacked_scan02_005.jpg", "bytes": image.stat().st_size}]
     assert daemon.terminate() == 0
+
+
+def test_results_of_openscan3_frames_carry_the_camera_data_meshers_need_unless_turned_off(rig, frames):
+    """OpenScan3's frames carry only Model: an IMX519 stack's result gains Make, FocalLength, the 35 mm value for
+    its 320 x 240 crop and the focal-plane resolution, and its record says so; an unknown camera gets nothing,
+    with the reason; with ``stacking.camera.fill_exif = false`` the result keeps the frame's EXIF as it was."""
+    imx519 = [with_exif(frame, openscan3_exif("imx519")) for frame in frames.stack(3)]
+    unknown = [with_exif(frame, openscan3_exif("ov64a40")) for frame in frames.stack(3)]
+    daemon = rig.start(openscan_config(rig))
+    stacks = write_openscan3_stacks(rig.hot, "owl", 1, {0: imx519, 1: unknown})
+    for stack in stacks:
+        daemon.wait_event("stack.done", stack=stack, timeout=30)
+    assert daemon.terminate() == 0
+    stacked = rig.hot / "owl" / "scan01" / "stacked"
+    record = json.loads((stacked / "stacked_scan01_000.json").read_text())["camera_exif"]
+    with Image.open(stacked / "stacked_scan01_000.jpg") as image:
+        exif = image.getexif()
+        focal = exif.get_ifd(0x8769)
+    assert (exif[0x010F], exif[0x0110]) == ("Arducam", "imx519")
+    assert (float(focal[0x920A]), focal[0xA405], round(float(focal[0xA20E]), 2)) == (4.28, 379, 8196.72)
+    assert record == {"model": "imx519", "source": "table", "kept": [], "notes": [], "added": {
+        "Make": "Arducam", "FocalLength": 4.28, "FocalLengthIn35mmFilm": 379, "FocalPlaneXResolution": 8196.7213,
+        "FocalPlaneYResolution": 8196.7213, "FocalPlaneResolutionUnit": 3}}
+    record = json.loads((stacked / "stacked_scan01_001.json").read_text())["camera_exif"]
+    assert record["added"] == {} and "ov64a40 is not in the table" in record["notes"][0]
+
+    daemon = rig.start(rig.config(results_folder=rig.hot, results={"layout": "openscan"},
+                                  stacking={"camera": {"fill_exif": False}}))
+    [stack] = write_openscan3_stacks(rig.hot, "owl", 2, {0: imx519})
+    daemon.wait_event("stack.done", stack=stack, timeout=30)
+    assert daemon.terminate() == 0
+    stacked = rig.hot / "owl" / "scan02" / "stacked"
+    record = json.loads((stacked / "stacked_scan02_000.json").read_text())["camera_exif"]
+    assert record["added"] == {} and record["notes"] == ["off (stacking.camera.fill_exif = false)"]
+    with Image.open(stacked / "stacked_scan02_000.jpg") as image:
+        exif = image.getexif()
+        assert exif[0x0110] == "imx519" and 0x010F not in exif and 0x920A not in exif.get_ifd(0x8769)
 
 
 def test_a_symlinked_stacked_folder_is_never_written_through(rig, frames):

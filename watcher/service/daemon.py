@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import structlog
 
 from watcher.config import Settings
+from watcher.record import Record, UnreadableRecord, record_from
 from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
@@ -36,14 +37,12 @@ from watcher.service.policy import Verdict, decide
 from watcher.service.pool import make_executor
 from watcher.service.results import (
     InputsChanged,
-    Record,
     ResultStore,
-    UnreadableRecord,
     UnsafeFolder,
     UnsafePathError,
     build_record,
-    record_from,
 )
+from watcher.service.status import report_pending
 from watcher.service.tracker import ReadyStack, StackTracker
 
 log = structlog.get_logger("focus-watcher")
@@ -220,8 +219,7 @@ class Daemon:
                 del self.outputs[stack]  # its inputs are gone or changed: it is no longer ours to watch
             elif not self.store.intact(record):
                 del self.outputs[stack]
-                self.tracker.undo(stack)
-                log.warning("result.missing", stack=str(stack), outputs=[path for path, _size in record.outputs])
+                self.tracker.undo(stack)  # ready again: made again, and logged as result.missing, when it is taken
             if time.perf_counter() > deadline:
                 return
 
@@ -233,14 +231,18 @@ class Daemon:
             if len(self.queue) >= self.settings.workers.queue_size or time.monotonic() > deadline:
                 return  # backpressure: it stays ready and is taken when the queue has room
             try:
-                record = self.store.done(ready.stack, ready.signature)
+                record = self.store.load(ready.stack)
             except UnreadableRecord as exc:
                 log.warning("record.unreadable", stack=str(ready.stack), error=str(exc))
                 record = None
-            if record is not None:
-                log.debug("stack.skipped", stack=str(ready.stack), status=record.status)
-                self._conclude(ready, record)
-                continue
+            if record is not None and self.store.answers(record, ready.signature):
+                if self.store.intact(record):
+                    log.debug("stack.skipped", stack=str(ready.stack), status=record.status)
+                    self._conclude(ready, record)
+                    continue
+                # Deleted by hand or by OpenScan's "delete photos", while we ran or while we were down.
+                log.warning("result.missing", stack=str(ready.stack),
+                            outputs=[path for path, _size in record.outputs])
             log.info("stack.ready", stack=str(ready.stack), frames=len(ready.frames), reason=ready.reason,
                      expected=ready.expected)
             job = self._job(ready)
@@ -375,13 +377,7 @@ class Daemon:
 
     def _unfinished(self) -> list[PendingStack]:
         """The stacks still to do, for the report."""
-        pending = []
-        for stack in self.tracker.unfinished():
-            try:
-                pending.append(PendingStack(self.store.paths(stack).record, stack.stack))
-            except UnsafePathError:  # refused: never stacked, never shown
-                continue
-        return pending
+        return report_pending(self.store, self.tracker.unfinished())
 
     def _conclude(self, ready: ReadyStack, record: Record) -> None:
         """``ready`` is done (``record`` on disk): dispose of its inputs if configured, then release it."""

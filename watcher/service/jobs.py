@@ -31,7 +31,7 @@ def frame_sources(ready: ReadyStack, folder: Path, archive: Path | None) -> tupl
 
 def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPaths, settings: Settings,
              workers: int, context: dict, *, thumbnails: tuple[Path, Path] | None = None) -> Job:
-    """The job for ``ready``: its spec, and its estimated peak memory (also the worker's memory limit - 25 %).
+    """The job for ``ready``: its spec, and its estimated peak memory (the worker's memory limit is that + 25 %).
 
     ``thumbnails``: where the report's thumbnails of the result and of its depth map go. The scan's calibration
     is added when the job starts (by the daemon), not here: a stack queued behind its scan's

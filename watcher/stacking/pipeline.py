@@ -31,6 +31,7 @@ from watcher.config import StackingSettings
 from watcher.focus_range import frame_metrics, stack_advice
 from watcher.stacking.blend import Fusion
 from watcher.stacking.calibration import Calibration
+from watcher.stacking.camera import fill_camera_exif
 from watcher.stacking.depth import refine
 from watcher.stacking.frames import Frame, FrameSource, prefetching, read_frame
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
@@ -59,7 +60,8 @@ class StackResult:
     record : dict
         Everything about the run: frames, transforms, gains, shares, per-stage timings (s), warnings, settings.
     exif : bytes or None
-        The reference frame's EXIF, orientation reset (the pixels are upright).
+        The reference frame's EXIF, orientation reset (the pixels are upright), with the camera data it lacked
+        (:mod:`watcher.stacking.camera`).
     """
 
     image: np.ndarray
@@ -180,6 +182,7 @@ def stack(
     if metrics is not None:
         record["focus_range"] = [advice.as_dict() for advice in stack_advice(metrics)]
     exif = upright_exif(measured.exif) if measured.exif else None
+    exif, record["camera_exif"] = fill_camera_exif(exif, (measured.shape[1], measured.shape[0]), settings.camera)
     return StackResult(image=image, depthmap=depthmap, record=record, exif=exif)
 
 

@@ -137,11 +137,12 @@ def test_a_stack_too_big_for_every_workers_memory_fails_with_a_clear_record(rig,
 def test_a_stack_past_its_timeout_fails_and_its_stuck_worker_is_restarted(rig, cluster, frames):
     """A thread cannot be killed: the worker running a stack past ``workers.stack_timeout_seconds`` is restarted
     by its nanny, so that it is free again; the stack fails with a record, the next one is stacked."""
-    daemon = rig.start(dask_config(rig, cluster, {"stack_timeout_seconds": 1.0}))
+    daemon = rig.start(dask_config(rig, cluster, {"stack_timeout_seconds": 5.0}))
     [slow] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big})
     running = daemon.wait_event("stack.running", stack=slow)[0]
-    failed = daemon.wait_event("stack.failed", stack=slow, timeout=30)[0]
-    assert failed["error"] == "timed out after 1 s" and rig.records()[slow]["status"] == "failed"
+    with paused(running["pid"]):  # stuck for as long as it takes, however fast the machine is
+        failed = daemon.wait_event("stack.failed", stack=slow, timeout=30)[0]
+    assert failed["error"] == "timed out after 5 s" and rig.records()[slow]["status"] == "failed"
     left = daemon.wait_event("cluster.worker_left", timeout=30)[0]
     assert left["worker"] == running["worker"].split()[0]
     daemon.wait_event("cluster.worker_joined", count=3, timeout=60)  # w1, w2, and the restarted one
