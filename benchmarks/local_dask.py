@@ -80,9 +80,9 @@ class Cluster:
         with Client(self.address, timeout=timeout, set_as_default=False) as client:
             return client.scheduler_info(n_workers=-1)["workers"]
 
-    def wait_for_workers(self, count: int, timeout: float = 60.0) -> dict:
+    def wait_for_workers(self, count: int, timeout: float = 180.0) -> dict:
         """The scheduler's view once ``count`` workers are connected; TimeoutError (with the logs' tails) after
-        ``timeout`` s."""
+        ``timeout`` s (a safety net for loaded machines: workers start in seconds)."""
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(OSError):

@@ -433,7 +433,7 @@ class Night:
                 return len(self.cluster.info()) >= self.workers
             return False
 
-        if _wait(all_back, 120, fail=False, interval=0.5):
+        if _wait(all_back, 180, fail=False, interval=0.5):
             self.counts["scheduler_restarts"] += 1
 
     def _replace(self, scan: Path, name: str, tail: LogTail, _started: dict) -> None:
@@ -495,7 +495,7 @@ class Night:
                         and p.stack.split("/")[1].endswith(".zip"))
             return done
 
-        if _wait(find, 60, fail=False):
+        if _wait(find, 180, fail=False):
             planned = done[0]
             planned.runs, planned.fault = 2, "result_deleted"
             record = read_record(self.results, planned)
