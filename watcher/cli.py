@@ -125,7 +125,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ResultsBusy as exc:  # usage: restarting (systemd) or retrying cannot fix it
         print(f"focus-watcher: {exc}", file=sys.stderr)
         return 2
-    return daemon.run()
+    status = daemon.run()
+    if daemon.gave_up:
+        print(f"focus-watcher: {daemon.gave_up}", file=sys.stderr)
+    return status
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -192,7 +195,9 @@ def _print_cluster(cluster: dict) -> None:
     workers = cluster["workers"]
     print(f"cluster {cluster['scheduler']}: {len(workers)} workers, {sum(w['threads'] for w in workers)} threads")
     for worker in workers:
-        memory = "no memory resource" if worker["memory_mb"] is None else f"memory {worker['memory_mb']} MiB"
+        limit = "no memory limit" if worker["memory_limit_mb"] is None else f"limit {worker['memory_limit_mb']} MiB"
+        memory = "takes no stack" if worker["memory_mb"] is None else f"memory {worker['memory_mb']} MiB"
+        memory += f", {limit}"
         running = ", ".join(worker["stacks"]) or "idle"
         print(f"  {worker['name']} on {worker['host']} ({worker['threads']} threads, {memory}): {running}")
 

@@ -220,8 +220,9 @@ class WorkerSettings(_Section):
         '(dask_frames = "path"), e.g. {"/srv/scans" = "/mnt/nas/scans"}.'
     )
     dask_wait_for_worker_seconds: float = Field(
-        300.0, gt=0, description="A stack that no connected worker has the memory resource for fails after waiting "
-        "this long for one to join."
+        300.0, gt=0, description="A stack that no connected worker has the memory for fails after waiting this "
+        "long for one to join; once gives up (exit 1, nothing marked failed) when the scheduler was unreachable, or "
+        "had no worker that takes stacks, for this long."
     )
     count: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1, le=64)
     queue_size: int = Field(8, ge=1, le=10_000, description="Stacks waiting for a worker; intake pauses beyond it.")

@@ -19,7 +19,7 @@ import collections
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import structlog
 
@@ -28,7 +28,7 @@ from watcher.record import Record, UnreadableRecord, record_from
 from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
-from watcher.service.executor import Executor, Finished, Job
+from watcher.service.executor import Executor, Finished, Job, WorkerId
 from watcher.service.inputs import InputsChanged, dispose_inputs
 from watcher.service.intake import Intake
 from watcher.service.jobs import ScanCalibrations, frame_sources, make_job
@@ -100,12 +100,13 @@ class Daemon:
         self.longest_pass_cpu = 0.0  # s of the main thread's CPU in its busiest pass: does any pass do too much?
         self._status = ""
         self.observer = None  # watchdog's observer, once started
+        self.gave_up: str | None = None  # once: why it stopped before the work was done
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped (or, ``once``, until idle). Returns the exit status: 1 if ``once`` left work failed
-        or unfinished, else 0."""
+        """Run until stopped (or, ``once``, until idle, or until it gives up on an executor that cannot run
+        anything). Returns the exit status: 1 if ``once`` left work failed or unfinished, else 0."""
         try:
             self.start()
             while not self.stopping:
@@ -113,7 +114,7 @@ class Daemon:
                 self.step()
                 self.passes += 1
                 self.longest_pass_cpu = max(self.longest_pass_cpu, time.thread_time() - cpu)
-                if self.once and self._idle():
+                if self.once and (self._idle() or self._gives_up()):
                     break
             return self.shutdown()
         finally:
@@ -179,7 +180,7 @@ class Daemon:
                  pending=self.tracker.pending(), waiting=waiting, passes=self.passes,
                  longest_pass_cpu_ms=round(self.longest_pass_cpu * 1000, 1))
         self.notifier.close()
-        return 1 if self.once and (self.counts["failed"] or waiting) else 0
+        return 1 if self.once and (self.counts["failed"] or waiting or self.gave_up) else 0
 
     def _idle(self) -> bool:
         """For ``once``: nothing running or queued, nothing ready, no file still settling, and no stack that only
@@ -194,6 +195,15 @@ class Daemon:
             log.info("once.awaiting_timeout", stacks=len(timing_out), first=str(timing_out[0]),
                      timeout_seconds=self.settings.completeness.stack_timeout_seconds)
         return not timing_out
+
+    def _gives_up(self) -> bool:
+        """For ``once``: the executor has been unable to run anything for longer than it waits (the cluster
+        unreachable): exit with its reason (:attr:`gave_up`) rather than wait; no stack is marked failed."""
+        reason = self.pool.unavailable()
+        if reason is not None:
+            self.gave_up = f"{reason}: nothing marked failed, the stacks are left for the next run"
+            log.error("once.gave_up", error=self.gave_up, queued=len(self.queue), running=self.pool.running)
+        return reason is not None
 
     def _check_outputs(self, budget: float) -> None:
         """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again; one
@@ -306,9 +316,9 @@ class Daemon:
         decision = decide(outcome, job.attempt, self.settings.workers.retries, stopping=stopping)
         match decision.verdict:
             case Verdict.RECORD_OK:
-                self._record_success(job, outcome.record, started, now, finished.seconds)
+                self._record_success(job, outcome.record, started, now, finished.seconds, outcome.worker)
             case Verdict.RECORD_FAILED:
-                self._record_failure(job, decision.message, started, now, outcome.fallback)
+                self._record_failure(job, decision.message, started, now, outcome.fallback, outcome.worker)
             case Verdict.RETRY:
                 log.warning(decision.event, stack=job.spec.stack, error=outcome.message, attempt=job.attempt)
                 self.queue.appendleft(Job(job.spec, job.estimate_bytes, job.attempt + 1, job.context))
@@ -326,7 +336,8 @@ class Daemon:
         level = log.warning if event in _WARNINGS else log.error
         level(event, stack=str(ready.stack), error=error, retry_in=delay)
 
-    def _record_success(self, job: Job, engine: dict, started: float, now: float, seconds: float) -> None:
+    def _record_success(self, job: Job, engine: dict, started: float, now: float, seconds: float,
+                        worker: WorkerId | None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
         warnings = []
         if ready.expected is not None and len(ready.frames) != ready.expected:
@@ -341,6 +352,7 @@ class Daemon:
         record = build_record(ready.stack, ready.signature, status="ok", reason=ready.reason, attempts=job.attempt,
                               started_at=started, finished_at=now, outputs=outputs, engine=engine,
                               warnings=warnings)
+        _add_worker(record, worker)
         self.calibrations.learn(ready.stack.scan, str(ready.stack), engine)
         if self._write(ready, record):
             self.counts["done"] += 1
@@ -348,7 +360,7 @@ class Daemon:
                      warnings=len(record["warnings"]))
 
     def _record_failure(self, job: Job, message: str, started: float, now: float,
-                        fallback: dict | None = None) -> None:
+                        fallback: dict | None = None, worker: WorkerId | None = None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
         if not all(self.intake.hot_folder.look(s.path) is not None for s in job.spec.sources):
             self._retry_later(ready, "stack.vanished", message)  # inputs deleted meanwhile: nothing to record
@@ -366,10 +378,12 @@ class Daemon:
         record = build_record(ready.stack, ready.signature, status="failed", reason=ready.reason,
                               attempts=job.attempt, started_at=started, finished_at=now, outputs=outputs,
                               error=message, warnings=warnings, fallback=fallback)
+        _add_worker(record, worker)
         if self._write(ready, record):
             self.counts["failed"] += 1
             log.error("stack.failed", stack=job.spec.stack, error=message, attempts=job.attempt,
-                      fallback=fallback["frame"] if fallback else None, upload_gap=bool(warnings))
+                      fallback=fallback["frame"] if fallback else None, upload_gap=bool(warnings),
+                      worker=worker.name if worker else None)
 
     def _write(self, ready: ReadyStack, record: dict) -> bool:
         try:
@@ -419,3 +433,9 @@ class Daemon:
             self.notifier.status(status)
         if self.notifier.watchdog_due(time.monotonic()):
             self.notifier.watchdog()
+
+
+def _add_worker(record: dict, worker: WorkerId | None) -> None:
+    """Who ran the stack (``{"host", "name"}``), in its record: ok or failed, wherever it ran."""
+    if worker is not None:
+        record["worker"] = asdict(worker)

@@ -64,11 +64,20 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class WorkerId:
+    """Who ran a stack, as its record says (``worker``): the machine, and the worker on it."""
+
+    host: str  # the machine's host name
+    name: str  # "local pid 1234", or the Dask worker's name and address
+
+
+@dataclass(frozen=True)
 class Outcome:
     kind: OutcomeKind
     message: str | None = None  # what went wrong, for every kind but OK
     record: dict | None = None  # OK: the engine's record
     fallback: dict | None = None  # FAILED with a fallback image: {"frame": name, "index": position}
+    worker: WorkerId | None = None  # who ran it; None if no worker did (never placed, stopped before it started)
 
 
 @dataclass
@@ -107,3 +116,7 @@ class Executor(Protocol):
 
     def shutdown(self, grace_seconds: float) -> list[Finished]:
         """Let running jobs finish for up to ``grace_seconds``, then stop the rest (outcome ``DIED``)."""
+
+    def unavailable(self) -> str | None:
+        """Why no stack has been able to run for longer than this executor waits (a cluster unreachable, or
+        without a worker that takes stacks); None while stacks can run, or may soon. ``once`` gives up on it."""

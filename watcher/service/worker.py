@@ -26,12 +26,13 @@ import select
 import socket
 import threading
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 import cv2
 
 from watcher.atomic import write_atomic
-from watcher.service.executor import JobSpec, Outcome, OutcomeKind
+from watcher.service.executor import JobSpec, Outcome, OutcomeKind, WorkerId
 from watcher.stacking.frames import FrameError, FrameUnavailable
 from watcher.stacking.pipeline import StackError, stack_to_file
 from watcher.stacking.sharpest import fallback_image, sharpest_frame
@@ -50,7 +51,7 @@ def run(spec: JobSpec, conn: Connection) -> None:
 def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory") -> Outcome:
     """Stack ``spec`` in this process: the result (or the fallback image) written to ``spec.image``.
 
-    ``worker`` names this worker in the record (beside this machine's host name); ``out_of_memory`` is the
+    ``worker`` names this worker in the outcome (beside this machine's host name); ``out_of_memory`` is the
     message for a stack that ran out of memory. OpenCV's thread count is the caller's (it does not change the
     result: the engine is deterministic whatever the thread count).
     """
@@ -64,7 +65,6 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
             for path in spec.masks[1:]:
                 write_atomic(path, mask)
         record["worker_peak_rss_mb"] = _peak_rss_mb()
-        record["worker"] = {"host": socket.gethostname(), "name": worker}
         outcome = Outcome(OutcomeKind.OK, record=record)
     except FrameUnavailable as exc:
         outcome = Outcome(OutcomeKind.UNAVAILABLE, str(exc))
@@ -79,7 +79,7 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
         outcome = Outcome(OutcomeKind.UNWRITABLE, f"cannot write the result: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bug must fail one stack, not leave it looping
         outcome = _failed(spec, f"internal error: {type(exc).__name__}: {exc} | {traceback.format_exc(limit=-3)}")
-    return outcome
+    return replace(outcome, worker=WorkerId(socket.gethostname(), worker))
 
 
 def _failed(spec: JobSpec, message: str) -> Outcome:

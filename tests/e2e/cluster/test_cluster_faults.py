@@ -9,9 +9,13 @@ import time
 
 import cv2
 import numpy as np
+import pytest
+from distributed import Client
+from structlog.testing import capture_logs
 
-from tests.e2e.cluster.conftest import Cluster
+from benchmarks.local_dask import Cluster
 from tests.e2e.conftest import paused, write_openscan3_stacks
+from watcher.service.dask_cluster import _welcome, cluster_worker
 
 
 def dask_config(rig, cluster, workers: dict | None = None):
@@ -53,6 +57,8 @@ def test_a_stack_whose_workers_keep_dying_fails_after_its_retries_with_a_record(
     record = rig.records()[stack]
     assert record["status"] == "failed" and record["attempts"] == 2
     assert second["worker"] in record["error"] and record["error"].endswith("(2 attempts)"), record["error"]
+    assert record["worker"] == {"host": os.uname().nodename, "name": second["worker"]}, record  # it failed there
+    assert failed["worker"] == second["worker"]
     assert not (rig.results / "big" / "scan01" / "scan01_001.jpg").exists()
     # The daemon goes on: the next stack is stacked (on the restarted workers).
     [next_stack] = write_openscan3_stacks(rig.hot, "small", 1, {0: frames.stack(3)})
@@ -88,6 +94,18 @@ def test_the_scheduler_stopped_and_restarted_under_a_running_daemon(rig, own_clu
     assert not daemon.events("stack.failed")
     assert all(r["attempts"] == 1 for r in rig.records().values())
     assert daemon.terminate() == 0
+
+
+def test_a_worker_welcomed_as_the_connection_closes_is_not_called_unusable(cluster):
+    """The daemon stopping (or the scheduler going) while it lets a joining worker take stacks is the connection's
+    loss, not the worker's fault: no "cannot run focus-watcher there, install it" line; the connection's keeper
+    starts over (or ends, when the daemon closed it)."""
+    client = Client(cluster.address, timeout=10, set_as_default=False)
+    address, entry = next(iter(client.scheduler_info(n_workers=-1)["workers"].items()))
+    client.close()
+    with capture_logs() as logs, pytest.raises(ConnectionError):
+        _welcome(client, cluster_worker(address, entry))
+    assert not [e for e in logs if e["event"].startswith("cluster.worker_")], logs
 
 
 def test_a_stack_too_big_for_every_workers_memory_fails_with_a_clear_record(rig, tmp_path, frames, request):

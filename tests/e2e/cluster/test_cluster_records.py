@@ -50,6 +50,8 @@ def test_an_openscan3_scan_stacked_on_the_cluster_matches_the_local_executor_byt
             assert (rig.results / output["path"]).read_bytes() == (local / output["path"]).read_bytes(), output
     failed = on_cluster[openscan3_stack("owl", 1, 3)]
     assert failed["status"] == "failed" and failed["fallback"] is not None and failed["outputs"]
+    assert failed["worker"]["name"].split()[0] in {"w1", "w2"}, failed  # the worker that found the frame bad
+    assert on_local[failed["stack"]]["worker"]["name"].startswith("local pid ")
     assert {on_cluster[s]["status"] for s in stacks[:3]} == {"ok"}
     kinds = [output.get("kind") for output in on_cluster[stacks[0]]["outputs"]]
     assert kinds == [None, None, "mask", "mask"]  # image, depth map, the mask under two names
