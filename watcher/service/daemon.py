@@ -150,6 +150,8 @@ class Daemon:
         self._check_outputs(_WALK_BUDGET)
         self.intake.recheck(_RECHECK_BUDGET)
         self.intake.report_unplaced()
+        for stack in self.tracker.take_dropped():  # its files are gone: its result is no longer ours to watch
+            self.outputs.pop(stack, None)
         self._enqueue_ready()
         self._start_jobs()
         self._notify()
