@@ -368,14 +368,16 @@ def test_everything_about_a_scan_is_forgotten_when_its_files_go(clock):
             tracker.release(stack.stack, done=stack.signature)
         assert tracker.pending() == 0 and all(tracker.is_done(stack) for stack, _sig in tracker.stacks())
         assert len(tracker._done) == 20
+        stacks = sorted(stack for stack, _sig in tracker.stacks())
         for name in tracker.known(scan):  # the user clears the scan away
             tracker.observe(scan, name, None)
         tracker.set_scan_info(scan, None)
         assert list(tracker.stacks()) == [] and tracker.scans() == [] and tracker.unsettled() == 0
+        assert sorted(tracker.take_dropped()) == stacks  # what the daemon keeps of them can go too
     tracker.take_unplaced()
     sizes = [len(getattr(tracker, attr)) for attr in ("_scans", "_where", "_open", "_done", "_backoff", "_reported",
-                                                       "_unsettled", "_stale", "_claimed", "_regrouped")]
-    assert sizes == [0] * 10
+                                                       "_unsettled", "_stale", "_claimed", "_regrouped", "_dropped")]
+    assert sizes == [0] * 11
 
 
 def test_files_of_one_walk_arrive_together_however_many_passes_it_takes(clock):

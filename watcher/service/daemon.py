@@ -29,6 +29,7 @@ from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
 from watcher.service.executor import Executor, Finished, Job, WorkerId
+from watcher.service.heap import return_free_memory
 from watcher.service.inputs import InputsChanged, dispose_inputs
 from watcher.service.intake import Intake
 from watcher.service.jobs import ScanCalibrations, frame_sources, make_job
@@ -148,9 +149,13 @@ class Daemon:
             self.intake.start_walk()
         if self.intake.continue_walk(_WALK_BUDGET):
             self._outputs_to_check = iter(list(self.outputs))
+            if not self.queue and not self.pool.running:  # idle after a walk: what the loop freed goes back
+                return_free_memory()
         self._check_outputs(_WALK_BUDGET)
         self.intake.recheck(_RECHECK_BUDGET)
         self.intake.report_unplaced()
+        for stack in self.tracker.take_dropped():  # its files are gone: its result is no longer ours to watch
+            self.outputs.pop(stack, None)
         self._enqueue_ready()
         self._start_jobs()
         self._notify()

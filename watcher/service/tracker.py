@@ -142,6 +142,7 @@ class StackTracker:
         self._backoff: dict[StackId, tuple[float, float]] = {}  # stack -> (not before, last delay)
         self._reported: set[tuple[str, str]] = set()
         self._regrouped: set[str] = set()  # scans regrouped since take_unplaced() last looked
+        self._dropped: list[StackId] = []  # stacks forgotten since take_dropped() last looked
 
     # --- what was seen -------------------------------------------------------------------------------------
 
@@ -274,6 +275,11 @@ class StackTracker:
         self._regrouped.clear()
         return new
 
+    def take_dropped(self) -> list[StackId]:
+        """Stacks forgotten since the last call (their files are gone): what is kept of them elsewhere can go."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
     def pending(self) -> int:
         """Stacks seen that are neither done with their current inputs nor in flight."""
         self._refresh()
@@ -386,6 +392,7 @@ class StackTracker:
                     self._open.add(stack)
 
     def _drop(self, stack: StackId) -> None:
+        self._dropped.append(stack)
         self._where.pop(stack, None)
         self._open.discard(stack)
         self._done.pop(stack, None)
