@@ -55,8 +55,9 @@ from pathlib import Path
 import cv2
 
 from benchmarks.local_dask import Cluster
-from benchmarks.soak_report import CORRUPTIONS, Planned, read_record, reconcile, records, report
+from benchmarks.soak_report import CORRUPTIONS, Planned, output_of, read_record, reconcile, records, report
 from benchmarks.synthetic import make_focal_stack
+from watcher.names import display
 
 FRAMES = 3
 # Names that try to climb out of the results folder through the regex's stack group.
@@ -67,6 +68,10 @@ _KERNEL_DEFAULT_QUEUED_EVENTS = "16384"
 # tests' own, in other processes) take it shared, so they never start with the small queue.
 INOTIFY_KNOB_LOCK = Path("/tmp/focus-watcher-soak-inotify.lock")
 # As root, the daemon runs without the capabilities that bypass file permissions, as the service user does.
+# The project every scan of the night is in: a name as odd as cameras, Samba shares and USB sticks make (a
+# latin-1 byte that is not UTF-8, spaces, URL and HTML specials), so every stack's log lines, records, results,
+# archive and report pages carry one.
+PROJECT = os.fsdecode(b"proj caf\xe9 #1 ?%&<'")
 UNPRIVILEGED = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
                 "--bounding-set=-dac_override,-dac_read_search"]
 
@@ -262,7 +267,7 @@ class Night:
         index = 0
         start = time.monotonic()
         for s in range(scans):
-            scan = self.hot / "proj" / f"scan{s + 1:02d}"
+            scan = self.hot / PROJECT / f"scan{s + 1:02d}"
             scan.mkdir(parents=True)
             positions = list(range(min(per_scan, self.stacks - index)))
             self.rng.shuffle(positions)  # the path optimiser's order
@@ -455,12 +460,12 @@ class Night:
 
     def _scan_zip(self) -> None:
         """An OpenScan2-style scan zip: two good stacks and one whose first member inflates to 512 MiB."""
-        zip_path = self.hot / "proj" / "2024-01-01_00.00.00-owl.zip"
+        zip_path = self.hot / PROJECT / "2024-01-01_00.00.00-owl.zip"
         temp = self.outside / zip_path.name
         temp.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             for position in range(3):
-                planned = Planned(f"proj/{zip_path.name}/zip_{position:03d}", "ok")
+                planned = Planned(f"{PROJECT}/{zip_path.name}/zip_{position:03d}", "ok")
                 for k in range(FRAMES):
                     member = f"zip_{position:03d}_fs{k:02d}.jpg"
                     planned.frames.append(member)
@@ -499,7 +504,7 @@ class Night:
             planned = done[0]
             planned.runs, planned.fault = 2, "result_deleted"
             record = read_record(self.results, planned)
-            (self.results / record["output"]).unlink(missing_ok=True)
+            (self.results / output_of(record)).unlink(missing_ok=True)
             self.counts["results_deleted"] += 1
 
     def _read_only_for(self, seconds: float) -> None:
@@ -526,18 +531,18 @@ class Night:
         self.outside.mkdir(exist_ok=True)
         for k in range(FRAMES):
             (self.outside / f"secret_{k}.jpg").write_bytes(self.frame_bytes[k])
-        scan = self.hot / "proj" / "scan01"
+        scan = self.hot / PROJECT / "scan01"
         (scan / "linked").symlink_to(self.outside, target_is_directory=True)
         for k in range(FRAMES):
             (scan / f"scan01_777_fs{k:02d}.jpg").symlink_to(self.outside / f"secret_{k}.jpg")
             (scan / f"scan01_778_fs{k:02d}.jpg").symlink_to("/dev/zero")
             os.mkfifo(scan / f"scan01_779_fs{k:02d}.jpg")
         for position in (777, 778, 779):
-            self.plan[f"proj/scan01/scan01_{position}"] = Planned(f"proj/scan01/scan01_{position}", "absent",
+            self.plan[f"{PROJECT}/scan01/scan01_{position}"] = Planned(f"{PROJECT}/scan01/scan01_{position}", "absent",
                                                                   "symlink")
         for folder, make in (("fifo", os.mkfifo), ("zero", lambda p: p.symlink_to("/dev/zero"))):
-            (self.hot / "proj" / folder).mkdir()
-            make(self.hot / "proj" / folder / "scan.json")
+            (self.hot / PROJECT / folder).mkdir()
+            make(self.hot / PROJECT / folder / "scan.json")
         for name in TRAVERSAL_NAMES:
             (scan / name).write_bytes(self.frame_bytes[0])
         self.counts["hostile_files"] = 3 * FRAMES + 3 + len(TRAVERSAL_NAMES)
@@ -547,7 +552,7 @@ class Night:
             """Every stack that must have a record has one, and each ok record's result is there (a deleted one
             made again)."""
             return all((record := read_record(self.results, p)) is not None
-                       and (record["status"] != "ok" or (self.results / record.get("output", "")).is_file())
+                       and (record["status"] != "ok" or (self.results / (output_of(record) or "")).is_file())
                        for p in self.plan.values() if p.expect in ("ok", "failed"))
 
         _wait(settled, 300, fail=False)
@@ -578,7 +583,7 @@ class LogTail:
         for line in lines:
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
-                if entry.get("event") == event and entry.get("stack") == stack:
+                if entry.get("event") == event and entry.get("stack") == display(stack):
                     found.append(entry)
         return found
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from watcher.atomic import is_temp_name
 from watcher.layout import PID_FILE
+from watcher.names import display, name_from
 
 # What each corrupt frame must make the stack's record say.
 CORRUPTIONS = {
@@ -30,7 +31,7 @@ MUST_BE_ZERO = ("lost", "duplicated", "partial files visible", "stacked from few
 
 @dataclass
 class Planned:
-    stack: str  # "proj/scanNN/scanNN_PPP", or "proj/<zip>/<stack>" for a zip's
+    stack: str  # "<project>/scanNN/scanNN_PPP", or "<project>/<zip>/<stack>" for a zip's (exact: surrogates kept)
     expect: str  # "ok" | "failed" | "absent" | "ok_or_absent"
     fault: str = ""
     frames: list[str] = field(default_factory=list)
@@ -40,6 +41,12 @@ class Planned:
     def record(self) -> str:
         """The record's path in the results folder (a zip scan's folder drops ".zip")."""
         return "/".join(p[:-4] if p.endswith(".zip") else p for p in self.stack.split("/")) + ".json"
+
+
+def output_of(record: dict) -> str | None:
+    """The exact path (below the results folder) of a record's result, whatever bytes its name has."""
+    outputs = record.get("outputs")
+    return name_from(outputs[0], "path") if isinstance(outputs, list) and outputs else None
 
 
 def read_record(results: Path, planned: Planned) -> dict | None:
@@ -96,10 +103,11 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
     failures: list[tuple[str, str, bool]] = []
     duplicates: list[list[dict]] = []
     for planned in night.plan.values():
+        shown = display(planned.stack)  # as the log and the records show it
         record = read_record(night.results, planned)
         status = record["status"] if record else "absent"
         rows[f"planned {planned.expect}"] += 1
-        output = record and record.get("output") and (night.results / record["output"]).is_file()
+        output = record and output_of(record) and (night.results / output_of(record)).is_file()
         if planned.expect in ("ok", "failed") and (record is None or (status == "ok" and not output)):
             rows["lost"] += 1
         if record is not None and planned.expect == "absent":
@@ -109,12 +117,12 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
             rows["stacked from fewer frames than written"] += len(record["inputs"]) < len(planned.frames)
         if status == "failed":
             explained = planned.fault in CORRUPTIONS and CORRUPTIONS[planned.fault] in (record["error"] or "")
-            failures.append((planned.stack, record["error"], explained))
+            failures.append((shown, record["error"], explained))
             rows["failures"] += 1
             rows["failures unexplained"] += not explained
-        if runs[planned.stack] > planned.runs:
+        if runs[shown] > planned.runs:
             rows["duplicated"] += 1
-            duplicates.append([e for e in log if e.get("stack") == planned.stack])
+            duplicates.append([e for e in log if e.get("stack") == shown])
         if planned.fault == "slow" and record is not None:
             rows["read before fully written"] += record["inputs"][-1]["size"] != len(night.frame_bytes[-1])
     _disposal(night, rows)
@@ -152,11 +160,13 @@ def busiest_pass_ms(night) -> float | None:
 
 def _disposal(night, rows: Counter) -> None:
     """Every archived input is exactly what its stack's ok record stacked; no ok stack's inputs stay behind."""
+    exact = {display(stack): stack for stack in night.plan}  # records show names; the files have them exactly
     stacked = {}
     for record in records(night.results):
         if record.get("status") == "ok":
+            scan = exact.get(record["stack"], record["stack"]).rpartition("/")[0]
             for item in record.get("inputs", []):
-                stacked[(record["scan"], item["name"])] = (item["size"], item["mtime_ns"])
+                stacked[(scan, name_from(item, "name"))] = (item["size"], item["mtime_ns"])
     for path in night.archive.rglob("*"):
         if path.is_file():
             scan = path.parent.relative_to(night.archive).as_posix()
