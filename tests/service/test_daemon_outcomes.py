@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from tests.service.clock import Clock
 from watcher.config import Settings
 from watcher.service.daemon import Daemon
 from watcher.service.executor import Finished, Job, Outcome, OutcomeKind, WorkerId
@@ -66,14 +67,6 @@ class ScriptedExecutor:
             job.spec.image.write_bytes(b"\xff\xd8 a stacked image \xff\xd9")  # what a worker leaves
             return Finished(job, Outcome(K.OK, record={"frames": []}, worker=worker), 0.1)
         return Finished(job, Outcome(kind, f"scripted {kind}", worker=worker), 0.1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

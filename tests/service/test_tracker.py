@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests.service.clock import Clock
 from watcher.config import CompletenessSettings, NamingSettings
 from watcher.service.naming import ScanInfo, StackId
 from watcher.service.tracker import MAX_BACKOFF_SECONDS, FileState, StackTracker
 
 SETTLE, TIMEOUT = 5.0, 60.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
