@@ -78,6 +78,8 @@ class Measured:
         Per frame index, the record: name, placement, model, correlation, transform, gains, focus_change, warnings.
     exif : bytes or None
         The reference frame's EXIF block.
+    icc : bytes or None
+        The reference frame's ICC colour profile.
     """
 
     shape: tuple[int, int]
@@ -89,6 +91,7 @@ class Measured:
     guide: np.ndarray
     frames: list[dict]
     exif: bytes | None
+    icc: bytes | None = None
 
     def coverage(self, index: int) -> np.ndarray | None:
         """Bool map (h, w) of decision pixels frame ``index`` covers; None when it covers all of them."""
@@ -207,7 +210,7 @@ def measure(
     timer.add("decide", begin)
     return Measured(
         shape=state.shape, dtype=state.dtype, decision_shape=state.decision_shape, warps=state.warps,
-        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=state.exif,
+        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=state.exif, icc=state.icc,
     )
 
 
@@ -239,6 +242,7 @@ class _Measuring:
         self.settings = settings
         self.reference = reference
         self.exif = first.exif
+        self.icc = first.icc
         self.shape: tuple[int, int] = first.full_shape
         self.dtype = first.pixels.dtype
         self.decision_shape = decision_shape(self.shape, settings.focus_max_megapixels)

@@ -16,7 +16,8 @@ import numpy as np
 
 from watcher.config import StackingSettings
 from watcher.stacking.focus import focus_energy
-from watcher.stacking.frames import Frame, FrameError, FrameSource, FrameUnavailable, decode_frame, max_file_bytes
+from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, decode_frame, max_file_bytes
+from watcher.stacking.probe import is_raw_name
 
 _SCORE_PIXELS = 1_000_000  # frames are compared on a grey copy of at most this size
 
@@ -24,8 +25,8 @@ _SCORE_PIXELS = 1_000_000  # frames are compared on a grey copy of at most this 
 @dataclass(frozen=True)
 class Sharpest:
     index: int  # position of the frame in the stack
+    name: str
     data: bytes  # its file's bytes, as stored
-    frame: Frame  # decoded
     score: float  # mean focus energy of the grey copy (comparable within one stack only)
 
 
@@ -43,12 +44,13 @@ def sharpest_frame(sources: Sequence[FrameSource], settings: StackingSettings) -
     for index, source in enumerate(sources):
         try:
             data = source.read_bytes(max_file_bytes(max_pixels))
-            frame = decode_frame(data, source.name, max_pixels=max_pixels)
+            # a raw frame is scored on its half-size develop: the whole one would cost a demosaic
+            frame = decode_frame(data, source.name, max_pixels=max_pixels, reduce=2 if is_raw_name(source.name) else 1)
         except (FrameError, FrameUnavailable):
             continue
         score = _mean_focus(frame.pixels, settings)
         if best is None or score > best.score:
-            best = Sharpest(index, data, frame, score)
+            best = Sharpest(index, source.name, data, score)
     return best
 
 
