@@ -5,10 +5,8 @@
   file from elsewhere, so no licence to carry. Raw stacks are developed into sRGB and tagged with it.
 * :func:`camera_fields` -- make, model, exposure, f-number, ISO, focal length, date and orientation from TIFF
   structured metadata: a raw file's IFDs or a JPEG's EXIF block (which is TIFF-structured too).
-* :func:`exif_block` -- those fields as an EXIF block, for OpenCV's ``imencodeWithMetadata`` (JPEG, PNG).
-* :func:`tiff_with_tags` -- OpenCV's TIFF bytes with those fields and an ICC profile added: OpenCV writes no
-  metadata into TIFF, so a new IFD0 (OpenCV's entries, which keep pointing at OpenCV's data, plus ours) and an EXIF
-  IFD are appended to the file and the header is pointed at them; the pixel data is not touched.
+* :func:`exif_block` -- those fields as an EXIF block, for OpenCV's ``imencodeWithMetadata`` (JPEG, PNG);
+  :func:`result_tags` -- the same as TIFF tags, with an ICC profile, for TIFF results (:mod:`watcher.stacking.tiff`).
 """
 
 from __future__ import annotations
@@ -19,8 +17,8 @@ import struct
 import numpy as np
 
 from watcher.stacking.rawfile import Damaged, NotTiff, TiffWalk, walk_tiff
+from watcher.stacking.tiff import ASCII, LONG, RATIONAL, SHORT, UNDEFINED, Tags, ifd
 
-_BYTE, _ASCII, _SHORT, _LONG, _RATIONAL, _UNDEFINED = 1, 2, 3, 4, 5, 7
 _MAKE, _MODEL, _ORIENTATION, _SOFTWARE, _ICC, _EXIF_IFD = 271, 272, 274, 305, 34675, 34665
 _EXPOSURE, _FNUMBER, _ISO, _EXIF_VERSION, _TAKEN, _FOCAL = 33434, 33437, 34855, 36864, 36867, 37386
 _FIELDS = {"make": _MAKE, "model": _MODEL, "orientation": _ORIENTATION, "exposure": _EXPOSURE, "fnumber": _FNUMBER,
@@ -87,11 +85,11 @@ def camera_fields(walk: TiffWalk) -> dict:
     orientation from IFD0 and the EXIF IFD of a TIFF-structured file or EXIF block; absent ones left out.
     (PiDNG writes ExposureTime and ISO into IFD0, cameras into the EXIF IFD: both are looked at.)"""
     found: dict = {}
-    for ifd in walk.ifds:
-        if ifd.role not in ("ifd0", "exif"):
+    for directory in walk.ifds:
+        if directory.role not in ("ifd0", "exif"):
             continue
         for key, tag in _FIELDS.items():
-            value = ifd.get(tag)
+            value = directory.get(tag)
             if isinstance(value, str):
                 value = value.strip()
             if value not in (None, "", 0, 0.0) and key not in found:
@@ -118,100 +116,34 @@ def _rational(value: float) -> tuple[int, int]:
     return round(value * 1_000_000), 1_000_000
 
 
-def _tags(fields: dict) -> tuple[dict, dict]:
-    """(IFD0 tags, EXIF IFD tags) as {tag: (type, values)}."""
-    ifd0: dict = {_ORIENTATION: (_SHORT, [int(fields.get("orientation", 1))])}
-    exif: dict = {_EXIF_VERSION: (_UNDEFINED, b"0232")}
+def result_tags(fields: dict, icc: bytes | None = None) -> tuple[Tags, Tags]:
+    """(IFD0 tags, EXIF IFD tags) of ``fields`` (see :func:`camera_fields`) and an ICC profile."""
+    ifd0: Tags = {_ORIENTATION: (SHORT, [int(fields.get("orientation", 1))])}
+    exif: Tags = {_EXIF_VERSION: (UNDEFINED, b"0232")}
     for key in ("make", "model"):
         if fields.get(key):
-            ifd0[_FIELDS[key]] = (_ASCII, str(fields[key]))
+            ifd0[_FIELDS[key]] = (ASCII, str(fields[key]))
     if fields.get("software"):
-        ifd0[_SOFTWARE] = (_ASCII, str(fields["software"]))
+        ifd0[_SOFTWARE] = (ASCII, str(fields["software"]))
+    if icc:
+        ifd0[_ICC] = (UNDEFINED, icc)
     for key in ("exposure", "fnumber", "focal"):
         if fields.get(key):
-            exif[_FIELDS[key]] = (_RATIONAL, [_rational(float(fields[key]))])
+            exif[_FIELDS[key]] = (RATIONAL, [_rational(float(fields[key]))])
     if fields.get("iso"):
-        exif[_ISO] = (_SHORT, [min(65535, int(fields["iso"]))])
+        exif[_ISO] = (SHORT, [min(65535, int(fields["iso"]))])
     if fields.get("taken"):
-        exif[_TAKEN] = (_ASCII, str(fields["taken"]))
+        exif[_TAKEN] = (ASCII, str(fields["taken"]))
     return ifd0, exif
-
-
-def _encode(order: str, kind: int, values) -> tuple[int, bytes]:
-    if kind == _ASCII:
-        data = values.encode("latin-1", errors="replace") + b"\0"
-        return len(data), data
-    if kind in (_BYTE, _UNDEFINED):
-        return len(values), bytes(values)
-    if kind == _SHORT:
-        return len(values), struct.pack(f"{order}{len(values)}H", *values)
-    if kind == _LONG:
-        return len(values), struct.pack(f"{order}{len(values)}I", *values)
-    flat = [int(x) for pair in values for x in pair]  # RATIONAL
-    return len(values), struct.pack(f"{order}{len(flat)}I", *flat)
-
-
-def _ifd(order: str, at: int, tags: dict, next_ifd: int = 0, copied: dict[int, bytes] | None = None) -> bytes:
-    """An IFD to be placed at file offset ``at``, its out-of-line values right after it. ``copied``: 12-byte
-    entries taken over as they are (their values stay where they are)."""
-    copied = copied or {}
-    keys = sorted(set(tags) | set(copied))
-    data_at = at + 2 + 12 * len(keys) + 4
-    table, blob = struct.pack(f"{order}H", len(keys)), b""
-    for tag in keys:
-        if tag not in tags:
-            table += copied[tag]
-            continue
-        kind, values = tags[tag]
-        count, data = _encode(order, kind, values)
-        if len(data) <= 4:
-            value = data.ljust(4, b"\0")
-        else:
-            value = struct.pack(f"{order}I", data_at + len(blob))
-            blob += data + bytes(len(data) & 1)
-        table += struct.pack(f"{order}HHI", tag, kind, count) + value
-    return table + struct.pack(f"{order}I", next_ifd) + blob
 
 
 def exif_block(fields: dict) -> bytes:
     """A little-endian TIFF-structured EXIF block: IFD0 (Make, Model, Orientation, Software) pointing to an EXIF
     IFD (ExposureTime, FNumber, ISO, DateTimeOriginal, FocalLength), as OpenCV writes into JPEG and PNG."""
-    ifd0, exif = _tags(fields)
-    ifd0[_EXIF_IFD] = (_LONG, [0])  # placeholder of the final size
-    exif_at = 8 + len(_ifd("<", 8, ifd0))
+    ifd0, exif = result_tags(fields)
+    ifd0[_EXIF_IFD] = (LONG, [0])  # placeholder of the final size
+    exif_at = 8 + len(ifd("<", 8, ifd0))
     exif_at += exif_at & 1
-    ifd0[_EXIF_IFD] = (_LONG, [exif_at])
-    head = b"II*\0" + struct.pack("<I", 8) + _ifd("<", 8, ifd0)
-    return head + bytes(exif_at - len(head)) + _ifd("<", exif_at, exif)
-
-
-def tiff_with_tags(encoded, fields: dict, icc: bytes | None) -> bytearray:
-    """OpenCV's TIFF ``encoded`` (bytes or its buffer) with ``fields`` (see :func:`camera_fields`) and the ICC
-    profile ``icc`` added.
-
-    A new IFD0 -- OpenCV's entries copied as they are, ours added or replacing theirs -- and an EXIF IFD are
-    appended; the header is pointed at the new IFD0, and OpenCV's old one stays as ~200 dead bytes.
-    """
-    tiff = memoryview(encoded).cast("B")
-    order = "<" if tiff[:2] == b"II" else ">"
-    (first,) = struct.unpack_from(order + "I", tiff, 4)
-    (count,) = struct.unpack_from(order + "H", tiff, first)
-    (next_ifd,) = struct.unpack_from(order + "I", tiff, first + 2 + 12 * count)
-    copied = {struct.unpack_from(order + "H", tiff, first + 2 + 12 * k)[0]:
-              bytes(tiff[first + 2 + 12 * k : first + 14 + 12 * k]) for k in range(count)}
-    ifd0, exif = _tags(fields)
-    if icc:
-        ifd0[_ICC] = (_UNDEFINED, icc)
-    for tag in ifd0:
-        copied.pop(tag, None)
-    at = len(tiff) + (-len(tiff) % 4)
-    ifd0[_EXIF_IFD] = (_LONG, [0])
-    exif_at = at + len(_ifd(order, at, ifd0, next_ifd, copied))
-    exif_at += -exif_at % 4
-    ifd0[_EXIF_IFD] = (_LONG, [exif_at])
-    new_ifd0 = _ifd(order, at, ifd0, next_ifd, copied)
-    out = bytearray(tiff)
-    out += bytes(at - len(tiff)) + new_ifd0
-    out += bytes(exif_at - len(out)) + _ifd(order, exif_at, exif)
-    struct.pack_into(order + "I", out, 4, at)
-    return out
+    ifd0[_EXIF_IFD] = (LONG, [exif_at])
+    head = b"II*\0" + struct.pack("<I", 8) + ifd("<", 8, ifd0)
+    return head + bytes(exif_at - len(head)) + ifd("<", exif_at, exif)

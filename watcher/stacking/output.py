@@ -2,20 +2,22 @@
 
 EXIF and ICC profiles go into JPEG and PNG through OpenCV's ``imencodeWithMetadata`` (OpenCV >= 4.13), the whole
 EXIF block as the camera wrote it. OpenCV writes no metadata into TIFF: a TIFF result gets the camera fields (make,
-model, exposure, f-number, ISO, focal length, date, orientation) and the profile added afterwards
-(:func:`~watcher.stacking.metadata.tiff_with_tags`). Thumbnails for the report are made here too, from the arrays
-already in memory: the result is never decoded again.
+model, exposure, f-number, ISO, focal length, date, orientation) and the profile as tags of its own
+(:mod:`watcher.stacking.tiff`, which also writes 16-bit TIFFs, uncompressed, strip by strip). Thumbnails for the
+report are made here too, from the arrays already in memory: the result is never decoded again.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
 
-from watcher.stacking.metadata import fields_of_exif, tiff_with_tags
+from watcher.stacking import tiff
+from watcher.stacking.metadata import fields_of_exif, result_tags
 
 FORMATS = {"jpg": ".jpg", "png": ".png", "tif": ".tif"}  # output format -> the suffix its files get
 SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tif", ".tiff": "tif"}  # suffix -> format
@@ -93,10 +95,18 @@ def thumbnail(image: np.ndarray, longest_side: int = THUMBNAIL_SIDE) -> np.ndarr
 
 def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: bytes | None = None,
                  icc: bytes | None = None) -> tuple[bytes, list[str]]:
+    """:func:`encoded`, as one ``bytes``."""
+    pieces, warnings = encoded(image, fmt, jpeg_quality=jpeg_quality, exif=exif, icc=icc)
+    return b"".join(pieces), warnings
+
+
+def encoded(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: bytes | None = None,
+            icc: bytes | None = None) -> tuple[Iterable, list[str]]:
     """Encode ``image`` ((H, W, 3) or (H, W), uint8 or uint16) as ``fmt`` ("jpg", "png", "tif").
 
     ``exif``: a TIFF-structured EXIF block; ``icc``: an ICC profile of the colour space the pixels are in. Returns
-    the file's bytes and warnings. 16-bit images become 8-bit for JPEG, which has no 16-bit mode.
+    the file's bytes as pieces to write in order (a 16-bit TIFF is made strip by strip as it is written: see
+    :mod:`watcher.stacking.tiff`), and warnings. 16-bit images become 8-bit for JPEG, which has no 16-bit mode.
     """
     warnings: list[str] = []
     if fmt == "jpg" and image.dtype == np.uint16:
@@ -107,6 +117,8 @@ def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: b
         "png": [cv2.IMWRITE_PNG_COMPRESSION, 3],  # fast; level 9 is 5x slower for ~5 % smaller files
         "tif": [cv2.IMWRITE_TIFF_COMPRESSION, 8],  # Adobe deflate: lossless, widely read
     }[fmt]
+    if fmt == "tif" and image.dtype == np.uint16 and image.ndim == 3:
+        return tiff.rgb16_chunks(image, *result_tags(fields_of_exif(exif), icc)), warnings
     metadata = [(kind, block) for kind, block in ((cv2.IMAGE_METADATA_EXIF, exif), (cv2.IMAGE_METADATA_ICCP, icc))
                 if block]
     if metadata and fmt != "tif":
@@ -117,8 +129,8 @@ def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: b
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}")
     if metadata and fmt == "tif":
-        return tiff_with_tags(buffer, fields_of_exif(exif), icc), warnings
-    return buffer.tobytes(), warnings
+        return [tiff.with_tags(buffer, *result_tags(fields_of_exif(exif), icc))], warnings
+    return [buffer], warnings
 
 
 def upright_exif(exif: bytes) -> bytes:

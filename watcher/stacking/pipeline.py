@@ -36,7 +36,7 @@ from watcher.stacking.develop import RawColour
 from watcher.stacking.frames import Frame, FrameError, FrameSource, max_file_bytes, prefetching, read_frame
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
 from watcher.stacking.metadata import srgb_profile
-from watcher.stacking.output import SUFFIXES, encode_image, thumbnail, to_8_bit, upright_exif
+from watcher.stacking.output import SUFFIXES, encode_image, encoded, thumbnail, to_8_bit, upright_exif
 from watcher.stacking.probe import is_raw_name
 from watcher.stacking.raw import RawError, raw_colour
 from watcher.stacking.weights import WeightPlan
@@ -293,20 +293,16 @@ def stack_to_file(
     if thumbnail_output is not None:
         write_atomic(thumbnail_output, encode_image(thumbnail(result.image), "jpg", jpeg_quality=85)[0])
         outputs["thumbnail"] = str(thumbnail_output)
-    image = to_8_bit(result.image) if deep_output is not None and settings.output_format == "jpg" else result.image
-    data, warnings = encode_image(image, settings.output_format, jpeg_quality=settings.jpeg_quality,
-                                  exif=result.exif, icc=result.icc)
-    del image
-    if deep_output is not None:
-        deep, _ = encode_image(result.image, SUFFIXES[deep_output.suffix.lower()], exif=result.exif,
-                               icc=result.icc)
-        del result.image
-        write_atomic(deep_output, deep)
-        del deep
+    if deep_output is not None:  # the 16-bit image, then the (JPEG) result from it
+        write_atomic(deep_output, encoded(result.image, SUFFIXES[deep_output.suffix.lower()], exif=result.exif,
+                                          icc=result.icc)[0])
         outputs["deep_image"] = str(deep_output)
-    else:
-        del result.image
-    write_atomic(output, data)
+        if settings.output_format == "jpg":
+            result.image = to_8_bit(result.image)
+    pieces, warnings = encoded(result.image, settings.output_format, jpeg_quality=settings.jpeg_quality,
+                               exif=result.exif, icc=result.icc)
+    write_atomic(output, pieces)
+    del result.image, pieces
     if depthmap_output is not None and result.depthmap is not None:
         depth_format = "jpg" if depthmap_output.suffix.lower() in (".jpg", ".jpeg") else "png"
         write_atomic(depthmap_output, encode_image(result.depthmap, depth_format, jpeg_quality=95)[0])
