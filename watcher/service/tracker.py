@@ -10,9 +10,10 @@ frame's old mtime, and a three-hour-old frame copied in now has only just arrive
 walk are new too. (mtimes only tell whether a file changed.)
 
 A **frame is usable** when it is *settled* -- a look at least ``settle_seconds`` after its last change found it
-unchanged -- no writer is known to have it open, and its end marker is present (JPEG FF D9, PNG IEND). A frame
-that stays without its end marker for ``stack_timeout_seconds`` is usable too: its stack is then stacked and fails
-with a clear "truncated" message instead of waiting forever.
+unchanged -- no writer is known to have it open, and it is whole by its format: its end marker is present (JPEG
+FF D9, PNG IEND), or, for a raw file, which has none, its structure lies inside the file. A frame that stays
+incomplete for ``stack_timeout_seconds`` is usable too: its stack is then stacked and fails with a clear
+"truncated" message instead of waiting forever.
 
 A **stack is ready** when all its frames are usable and one of these holds (the record names which):
 
@@ -83,7 +84,7 @@ class FileState:
 
     size: int
     mtime_ns: int
-    complete: bool  # the format's end marker is present (True for formats without one)
+    complete: bool  # whole by its format: end marker, raw structure (True for formats with neither)
 
 
 @dataclass(frozen=True)

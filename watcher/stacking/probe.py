@@ -10,6 +10,7 @@ decodes a truncated JPEG with grey bottom rows and only a libjpeg warning), a PN
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -24,6 +25,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # read through LibRaw (uncompressed DNGs by focus-watcher itself), by content: the suffix says a file is raw.
 RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf",
                 ".pef", ".srw", ".rwl", ".3fr", ".iiq", ".mrw", ".x3f", ".kdc", ".dcr", ".raw")
+_TAIL_BYTES = 4096  # where a JPEG's end marker (with the zero padding some cameras add) or a PNG's IEND is sought
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"MMOR", b"IIU\x00")  # TIFF, ORF, RW2
 
 
@@ -95,6 +97,19 @@ def jpeg_is_complete(data: bytes | memoryview) -> bool:
 def png_is_complete(data: bytes | memoryview) -> bool:
     """True if the PNG ends with its IEND chunk (``data`` may be just the file's tail)."""
     return bytes(data[-12:]) == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def file_is_whole(name: str, fd: int, size: int) -> bool:
+    """Whether the file ``name`` open as ``fd``, ``size`` bytes long, is whole by its format, from its suffix: a
+    JPEG ends with its end marker, a PNG with IEND, a raw file's structure lies inside it. TIFF (and anything
+    else) has no such mark: True, and the settle time alone decides. Reads at most a few KiB, at offsets."""
+    suffix = PurePath(name).suffix.lower()
+    if suffix in RAW_SUFFIXES:
+        return size > 0 and raw_is_complete(fd)
+    if suffix in (".jpg", ".jpeg", ".png"):
+        tail = os.pread(fd, min(size, _TAIL_BYTES), max(0, size - _TAIL_BYTES))
+        return png_is_complete(tail) if suffix == ".png" else size > 0 and jpeg_is_complete(tail)
+    return True
 
 
 def raw_is_complete(fd: int) -> bool:
