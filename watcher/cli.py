@@ -155,7 +155,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     settings = _daemon_settings(args)
     if not settings.results_folder.is_dir():
         raise ConfigError(f"results_folder: {settings.results_folder} is not a folder (nothing to report yet)")
-    store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
+    store = ResultStore(settings.results_folder, settings.results, settings.stacking)
     pending = []
     for stack in pending_stacks(settings, store)[0]:
         try:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from watcher.stacking.probe import RAW_SUFFIXES
+
 ENV_PREFIX = "FOCUS_WATCHER_"
 
 BlendMethod = Literal["weighted", "guided_weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick"]
@@ -92,6 +94,12 @@ class StackingSettings(_Section):
     output_depth: Literal["auto", "8", "16"] = Field(
         "auto", description="Bit depth of the result; auto keeps the inputs' depth (JPEG is always 8-bit)."
     )
+    raw_output_format: Literal["tif", "png", "jpg"] = Field(
+        "tif",
+        description="Stacks of raw frames (DNG, camera raws) are written in this format, 16-bit for tif and png. "
+        "With results.layout = openscan the JPEG is written anyway (the firmware reads only it) and a 16-bit "
+        "tif or png goes beside it.",
+    )
     jpeg_quality: int = Field(95, ge=1, le=100)
     depthmap: bool = Field(False, description="Also write the depth map (index of the sharpest frame).")
     max_megapixels: float = Field(
@@ -122,7 +130,7 @@ class NamingSettings(_Section):
         description="mode=regex: matched (fullmatch) against the file name without extension; named groups "
         "'stack' and 'frame', optional 'scan'.",
     )
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", *RAW_SUFFIXES)
 
     @field_validator("pattern")
     @classmethod

@@ -43,6 +43,7 @@ from watcher.service.results import (
 )
 from watcher.service.tracker import ReadyStack, StackTracker
 from watcher.service.worker import DIED, OK, UNAVAILABLE, UNWRITABLE
+from watcher.stacking.probe import is_raw_name
 
 log = structlog.get_logger("focus-watcher")
 
@@ -83,7 +84,7 @@ class Daemon:
         except BaseException:
             self.lock.release()
             raise
-        self.store = ResultStore(self.results, settings.results, settings.stacking.output_format)
+        self.store = ResultStore(self.results, settings.results, settings.stacking)
         self.tracker = StackTracker(settings.naming, settings.completeness)
         self.intake = Intake(self.hot, settings, self.tracker)
         self.queue: collections.deque[Job] = collections.deque()
@@ -243,7 +244,7 @@ class Daemon:
 
     def _job(self, ready: ReadyStack) -> Job | None:
         try:
-            paths = self.store.prepare(ready.stack)
+            paths = self.store.prepare(ready.stack, raw=all(is_raw_name(name) for name in ready.frames))
         except UnsafeFolder as exc:
             delay = self.tracker.release(ready.stack, retry=True)
             log.error("results.unsafe", stack=str(ready.stack), error=str(exc), retry_in=delay)
@@ -303,7 +304,8 @@ class Daemon:
             warnings.append(f"{len(ready.frames)} frames where {ready.expected} were expected "
                             f"(complete because: {ready.reason})")
         try:
-            outputs = self.store.output_sizes(ready.stack, image=True, depthmap=job.spec.depthmap is not None)
+            outputs = self.store.output_sizes(
+                [path for path in (job.spec.image, job.spec.deep_image, job.spec.depthmap) if path is not None])
         except OSError as exc:  # deleted the moment it was written: make it again
             delay = self.tracker.release(ready.stack, retry=True)
             log.error("results.unwritable", stack=job.spec.stack, error=f"result gone: {exc}", retry_in=delay)
@@ -327,7 +329,7 @@ class Daemon:
         outputs, warnings = [], []
         if fallback is not None:
             try:
-                outputs = self.store.output_sizes(ready.stack, image=True, depthmap=False)
+                outputs = self.store.output_sizes([job.spec.image])
             except OSError as exc:  # the fallback image deleted the moment it was written: try again
                 delay = self.tracker.release(ready.stack, retry=True)
                 log.error("results.unwritable", stack=job.spec.stack, error=f"fallback gone: {exc}", retry_in=delay)

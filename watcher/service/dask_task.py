@@ -29,6 +29,7 @@ from distributed.comm import get_address_host
 from watcher import __version__
 from watcher.service.worker import JobSpec, Outcome, execute
 from watcher.stacking.frames import FrameError, FrameSource
+from watcher.stacking.raw import set_libraw_threads
 
 TOPIC = "focus-watcher"
 _SCRATCH = Path("/dev/shm")  # memory-backed where it exists: nothing intermediate goes to a Pi's SD card
@@ -72,7 +73,9 @@ def stack_task(spec: JobSpec, host_threads: dict[str, int]) -> TaskResult:
     # (the scheduler adds "worker": this worker's address)
     worker.log_event(TOPIC, {"key": worker.get_current_task(), "stack": spec.stack, "name": name, "host": host,
                              "pid": os.getpid()})
-    cv2.setNumThreads(max(1, (os.cpu_count() or 1) // max(1, host_threads.get(host, worker.state.nthreads))))
+    threads = max(1, (os.cpu_count() or 1) // max(1, host_threads.get(host, worker.state.nthreads)))
+    cv2.setNumThreads(threads)
+    set_libraw_threads(threads)
     scratch = _SCRATCH if os.access(_SCRATCH, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="focus-watcher-", dir=scratch) as folder:
         local = replace(spec, **{kind: Path(folder, kind + path.suffix) for kind, path in spec.outputs().items()})

@@ -11,12 +11,17 @@ openscan ``stacked`` folder) counts as absent.
 Layouts (``results.layout``):
 
 - ``mirror``: ``<results>/<scan path>/<stack>.<ext>`` and ``<stack>.json`` (``<stack>.depth.png`` with depth maps);
-  a zip scan ``2024-...-owl.zip`` becomes the folder ``2024-...-owl``.
+  a zip scan ``2024-...-owl.zip`` becomes the folder ``2024-...-owl``. A stack of raw frames gets the extension
+  of ``stacking.raw_output_format`` (``.tif`` by default, 16-bit).
 - ``openscan``: ``<results>/<scan path>/stacked/stacked_<stack>.jpg`` (and ``.json``), where OpenScan3's own
-  stacker puts its results, so the firmware's upload finds them. Point ``results_folder`` at the projects
-  folder (it may then equal ``hot_folder``; ``stacked`` folders are never watched). A ``stacked`` folder we
-  create takes the scan folder's group, with group read/write and setgid, so the firmware (running as another
-  user in that group) can list, upload and delete what we write.
+  stacker puts its results, so the firmware's upload finds them. A stack of raw frames also gets its 16-bit
+  image beside the JPEG (``stacked_<stack>.tif``): the firmware indexes and uploads only ``.jpg``/``.jpeg`` files
+  from ``stacked`` (OpenScan3 58e1653, ``STACKED_PHOTO_SUFFIXES`` and ``ALLOWED_PHOTO_SUFFIXES``) and logs a
+  warning only for suffixes it knows it skips (``.png`` among them: hence TIFF); a download of a whole scan
+  includes it, as it includes the records. Point ``results_folder`` at the projects folder (it may then equal
+  ``hot_folder``; ``stacked`` folders are never watched). A ``stacked`` folder we create takes the scan folder's
+  group, with group read/write and setgid, so the firmware (running as another user in that group) can list,
+  upload and delete what we write.
 
 Results are written only through real folders: a folder below the results folder that is a symlink (a
 ``stacked`` link pointing elsewhere) is refused, never written through.
@@ -35,7 +40,7 @@ from pathlib import Path
 
 from watcher import __version__
 from watcher.atomic import fsync_folder, is_temp_name, write_atomic
-from watcher.config import ResultsSettings
+from watcher.config import ResultsSettings, StackingSettings
 from watcher.service.naming import StackId, is_safe_component
 from watcher.service.tracker import Signature
 from watcher.stacking.output import FORMATS
@@ -67,6 +72,7 @@ class StackPaths:
     image: Path
     record: Path
     depthmap: Path
+    deep_image: Path | None = None  # a raw stack's 16-bit image beside the JPEG (openscan layout)
 
 
 @dataclass(frozen=True)
@@ -128,35 +134,41 @@ def _is_int(value: object) -> bool:
 class ResultStore:
     """Paths, records and input disposal for one results folder."""
 
-    def __init__(self, root: Path, settings: ResultsSettings, output_format: str) -> None:
+    def __init__(self, root: Path, settings: ResultsSettings, stacking: StackingSettings) -> None:
         self.root = root
         self.settings = settings
-        self.extension = FORMATS[output_format]
+        self.stacking = stacking
 
     # --- where -------------------------------------------------------------------------------------------
 
-    def paths(self, stack: StackId) -> StackPaths:
-        """Where ``stack``'s outputs go. Raises :class:`UnsafePathError` for ids that would leave the folder."""
+    def paths(self, stack: StackId, *, raw: bool = False) -> StackPaths:
+        """Where ``stack``'s outputs go (``raw``: a stack of raw frames). Raises :class:`UnsafePathError` for ids
+        that would leave the folder."""
         parts = [part for part in stack.scan.split("/") if part]
         if parts and parts[-1].lower().endswith(".zip"):
             parts[-1] = parts[-1][: -len(".zip")]
         if not all(is_safe_component(part) for part in [*parts, stack.stack]):
             raise UnsafePathError(f"unsafe stack id {str(stack)!r}")
         folder = self.root.joinpath(*parts)
+        image_format, deep = self.stacking.output_format, None
         if self.settings.layout == "openscan":
             folder, stem = folder / OPENSCAN_FOLDER, f"stacked_{stack.stack}"
+            if raw and self.stacking.raw_output_format != "jpg":
+                deep = folder / (stem + FORMATS[self.stacking.raw_output_format])
         else:
             stem = stack.stack
-        return StackPaths(image=folder / (stem + self.extension), record=folder / f"{stem}.json",
-                          depthmap=folder / f"{stem}.depth.png")
+            if raw:
+                image_format = self.stacking.raw_output_format
+        return StackPaths(image=folder / (stem + FORMATS[image_format]), record=folder / f"{stem}.json",
+                          depthmap=folder / f"{stem}.depth.png", deep_image=deep)
 
-    def prepare(self, stack: StackId) -> StackPaths:
+    def prepare(self, stack: StackId, *, raw: bool = False) -> StackPaths:
         """:meth:`paths`, with their folder created below the results folder, one real folder at a time.
 
         Raises :class:`UnsafePathError` for an unsafe id, :class:`UnsafeFolder` if a folder on the way is a
         symlink or a file, ``OSError`` if one cannot be created (full, read-only: try again later).
         """
-        paths = self.paths(stack)
+        paths = self.paths(stack, raw=raw)
         current = self.root
         for part in paths.record.parent.relative_to(self.root).parts:
             parent, current = current, current / part
@@ -234,11 +246,9 @@ class ResultStore:
         write_atomic(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
         return path
 
-    def output_sizes(self, stack: StackId, image: bool, depthmap: bool) -> list[dict]:
-        """``[{"path", "bytes"}]`` of the outputs just written, for the record."""
-        paths = self.paths(stack)
-        chosen = [path for path, wanted in ((paths.image, image), (paths.depthmap, depthmap)) if wanted]
-        return [{"path": str(p.relative_to(self.root)), "bytes": os.lstat(p).st_size} for p in chosen]
+    def output_sizes(self, written: list[Path]) -> list[dict]:
+        """``[{"path", "bytes"}]`` of the outputs just written (the image first), for the record."""
+        return [{"path": str(p.relative_to(self.root)), "bytes": os.lstat(p).st_size} for p in written]
 
     def remove_stale_temp_files(self) -> int:
         """Delete temp files left by a crash mid-write (they never carry a final name). Returns how many."""

@@ -46,7 +46,7 @@ class Summary:
 
 def summarize(settings: Settings, errors: int = 5) -> Summary:
     """Count done/failed records and pending stacks; the ``errors`` most recent failures."""
-    store = ResultStore(settings.results_folder, settings.results, settings.stacking.output_format)
+    store = ResultStore(settings.results_folder, settings.results, settings.stacking)
     summary = Summary()
     failures = []
     finished: dict[str, list[str]] = {}  # scan -> finished_at of its records

@@ -30,14 +30,17 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from watcher.atomic import write_atomic
 from watcher.config import StackingSettings
 from watcher.stacking.calibration import Calibration
-from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable
-from watcher.stacking.output import encode_image
+from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, decode_frame
+from watcher.stacking.metadata import srgb_profile
+from watcher.stacking.output import encode_image, srgb_encoded
 from watcher.stacking.pipeline import StackError, stack_to_file
-from watcher.stacking.probe import probe_image
+from watcher.stacking.probe import is_raw_name, probe_image
+from watcher.stacking.raw import set_libraw_threads
 from watcher.stacking.sharpest import sharpest_frame
 
 # What a stack's run can come to. The worker reports the first four; the pool adds the last two.
@@ -65,11 +68,13 @@ class JobSpec:
     thumbnail: Path | None = None  # the report's thumbnail of the result (and of the depth map, if one is made)
     depth_thumbnail: Path | None = None
     calibration: Calibration | None = None  # the scan's focus-step transforms, checked and reused
+    deep_image: Path | None = None  # a raw stack's 16-bit image beside the (JPEG) image
 
     def outputs(self) -> dict[str, Path]:
-        """The files this job may write, by kind (``image``, ``depthmap``, ``thumbnail``, ``depth_thumbnail``)."""
-        named = {"image": self.image, "depthmap": self.depthmap, "thumbnail": self.thumbnail,
-                 "depth_thumbnail": self.depth_thumbnail}
+        """The files this job may write, by kind (``image``, ``deep_image``, ``depthmap``, ``thumbnail``,
+        ``depth_thumbnail``)."""
+        named = {"image": self.image, "deep_image": self.deep_image, "depthmap": self.depthmap,
+                 "thumbnail": self.thumbnail, "depth_thumbnail": self.depth_thumbnail}
         return {kind: path for kind, path in named.items() if path is not None}
 
 
@@ -86,6 +91,7 @@ def run(spec: JobSpec, conn: Connection) -> None:
     _end_with(spec.daemon_pid)
     limit = _limit_memory(spec.memory_limit_bytes)
     cv2.setNumThreads(spec.threads)
+    set_libraw_threads(spec.threads)
     out_of_memory = f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB"
     conn.send(execute(spec, worker=f"local pid {os.getpid()}", out_of_memory=out_of_memory))
     conn.close()
@@ -100,7 +106,8 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
     """
     _reset_peak_rss()
     try:
-        record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap,
+        record = stack_to_file(spec.sources, spec.image, spec.settings, deep_output=spec.deep_image,
+                               depthmap_output=spec.depthmap,
                                thumbnail_output=spec.thumbnail, depth_thumbnail_output=spec.depth_thumbnail,
                                calibration=spec.calibration)
         record["worker_peak_rss_mb"] = _peak_rss_mb()
@@ -131,17 +138,19 @@ def _failed(spec: JobSpec, message: str) -> Outcome:
         if best is None:
             return Outcome(FAILED, message + " (no frame readable for a fallback image)")
         wanted = spec.settings.output_format
-        if wanted == "jpg" and probe_image(best.data, whole_file=False).format == "jpeg":
+        if wanted == "jpg" and not is_raw_name(best.name) and probe_image(best.data, whole_file=False).format == "jpeg":
             data = best.data  # the camera's own file, EXIF and all
         else:
-            data = encode_image(best.frame.pixels, wanted, jpeg_quality=spec.settings.jpeg_quality,
-                                exif=best.frame.exif)[0]
+            frame = decode_frame(best.data, best.name, max_pixels=int(spec.settings.max_megapixels * 1e6))
+            pixels = srgb_encoded(np.asarray(frame.pixels)) if frame.linear else frame.pixels
+            data = encode_image(pixels, wanted, jpeg_quality=spec.settings.jpeg_quality, exif=frame.exif,
+                                icc=srgb_profile() if frame.linear else frame.icc)[0]
         write_atomic(spec.image, data)
     except OSError as exc:
         return Outcome(UNWRITABLE, f"cannot write the fallback image: {exc}")
     except MemoryError:
         return Outcome(FAILED, message + " (out of memory choosing a fallback image)")
-    return Outcome(FAILED, message, fallback={"frame": best.frame.name, "index": best.index})
+    return Outcome(FAILED, message, fallback={"frame": best.name, "index": best.index})
 
 
 def _end_with(daemon_pid: int) -> None:
