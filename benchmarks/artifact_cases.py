@@ -1,4 +1,4 @@
-"""Synthetic focal stacks that provoke the artifacts of issue 12, rendered by benchmarks/synthetic.py.
+"""Synthetic focal stacks that provoke halos, hollow strokes and mottling, rendered by benchmarks/synthetic.py.
 
 * ``strokes``: smooth near-white silkscreen strokes 6-32 px wide (letters, an outline, a line; the real "SW1"
   is about 30 px wide at 2048 px) and bright metal pads on a dark green solder mask with a weak fine texture,

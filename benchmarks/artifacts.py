@@ -1,4 +1,4 @@
-"""Artifact table (issue 12): halos, hollow strokes, mottling and detail on the real stacks and the synthetic cases.
+"""Artifact table: halos, hollow strokes, mottling and detail on the real stacks and the synthetic cases.
 
     uv run python -m benchmarks.artifacts [--real NAME,...] [--cases strokes,smooth,long] [--size WxH]
         [--set KEY=VALUE ...] [--against REV] [--crops DIR] [--no-focus-stack]

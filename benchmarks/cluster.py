@@ -31,8 +31,8 @@ from pathlib import Path
 from benchmarks.speed import OUT
 from watcher.config import LoggingSettings, Settings, StackingSettings
 from watcher.log import configure_logging
-from watcher.service.pool import Executor, Job, WorkerPool
-from watcher.service.worker import OK, JobSpec
+from watcher.service.executor import Executor, Job, JobSpec, OutcomeKind
+from watcher.service.pool import WorkerPool
 from watcher.stacking.frames import FrameSource
 from watcher.stacking.pipeline import estimate_peak_bytes
 
@@ -69,7 +69,7 @@ def run(executor: Executor, jobs: list[Job]) -> list[tuple[float, float]]:
         while pending and executor.has_room_for(pending[0].estimate_bytes):
             executor.submit(pending.pop(0))
         for finished in executor.collect(timeout=0.05):
-            if finished.outcome.kind != OK:
+            if finished.outcome.kind != OutcomeKind.OK:
                 raise RuntimeError(f"{finished.job.spec.stack}: {finished.outcome.kind} {finished.outcome.message}")
             timings = finished.outcome.record["timings"]
             done.append((finished.seconds, timings["total"] + timings["save"]))

@@ -1,5 +1,5 @@
 """Image-quality and alignment metrics for comparing stacking results with ground truth, and artifact measures
-(halos, hollow strokes, mottling, detail) that compare a result with its own frames instead (issue 12)."""
+(halos, hollow strokes, mottling, detail) that compare a result with its own frames instead."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def corner_error_rms(estimated: np.ndarray, true: np.ndarray, shape: tuple[int, 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Artifacts: halos beside strong edges, hollow strokes, mottled flat regions (issue 12), and detail.
+# Artifacts: halos beside strong edges, hollow strokes, mottled flat regions, and detail.
 # ---------------------------------------------------------------------------------------------------------------
 
 

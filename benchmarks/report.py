@@ -25,6 +25,7 @@ from pathlib import Path
 from benchmarks.synthetic import make_focal_stack
 from watcher.config import StackingSettings
 from watcher.report import PendingStack, RefreshStats, Report
+from watcher.report.paths import thumbnail as thumbnail_path
 from watcher.service.naming import StackId
 from watcher.service.results import build_record
 from watcher.stacking.output import encode_image, thumbnail
@@ -64,12 +65,14 @@ class Results:
                 frame["share"] = weights[index] / sum(weights)
                 frame["focus_change"] = None if index == 0 else self.rng.uniform(0.8, 1.2)
             (folder / f"{name}.jpg").write_bytes(self.image)
-            (folder / f"{name}.thumb.jpg").write_bytes(self.thumb)
+            small = self.root / thumbnail_path(f"{scan}/{name}.json")  # where the worker writes it
+            small.parent.mkdir(parents=True, exist_ok=True)
+            small.write_bytes(self.thumb)
         signature = tuple((f"{name}_fs{k:02d}.jpg", 16_000_000, k) for k in range(FRAMES))
         start = self.started + 10.0 * position
+        outputs = [] if failed else [{"path": f"{scan}/{name}.jpg", "bytes": len(self.image)}]
         record = build_record(StackId(scan, name), signature, status="failed" if failed else "ok", reason="count",
-                              attempts=1, started_at=start, finished_at=start + 9.5,
-                              output=(folder / f"{name}.jpg").relative_to(self.root),
+                              attempts=1, started_at=start, finished_at=start + 9.5, outputs=outputs,
                               error="scan_fs03.jpg: truncated JPEG (no end marker FF D9)" if failed else None,
                               engine=engine)
         path = folder / f"{name}.json"

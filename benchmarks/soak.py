@@ -151,7 +151,7 @@ class Night:
             self.counts["second_daemons_refused"] += done.returncode == 2 and "is in use" in done.stderr
 
     def kill_a_worker(self) -> bool:
-        workers = [pid for pid in _descendants(self.daemon.pid) if b"forkserver" in _cmdline(_parent(pid))]
+        workers = [pid for pid in _descendants(self.daemon.pid) if _is_stacking_worker(pid)]
         if not workers:
             return False
         with contextlib.suppress(ProcessLookupError):
@@ -613,6 +613,14 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def _is_stacking_worker(pid: int) -> bool:
+    """A child of the daemon's forkserver (False if it ended meanwhile: workers come and go all night)."""
+    try:
+        return b"forkserver" in _cmdline(_parent(pid))
+    except OSError:
+        return False
 
 
 def _parent(pid: int) -> int:

@@ -127,7 +127,7 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
                                        and "unsafe" in e.get("reason", ""))
     for name, event in (("retries after worker death", "stack.retry"), ("results unwritable (retried)",
                         "results.unwritable"), ("inputs unavailable (retried)", "inputs.unavailable"),
-                        ("records not ours (ignored)", "record.unreadable"), ("results found deleted (running)",
+                        ("records not ours (ignored)", "record.unreadable"), ("results found deleted",
                         "result.missing"), ("inputs replaced mid-stack (kept)", "inputs.changed")):
         rows[name] = sum(1 for e in log if e.get("event") == event)
     rows["stacks killed by a group signal"] = sum(

@@ -1,4 +1,4 @@
-"""The synthetic cases of issue 12 (benchmarks/artifact_cases.py): what each must contain to provoke its artifact."""
+"""The synthetic artifact cases (benchmarks/artifact_cases.py): what each must contain to provoke its artifact."""
 
 from __future__ import annotations
 

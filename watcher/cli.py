@@ -127,9 +127,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from watcher.log import configure_logging
     from watcher.service.status import summarize
 
-    summary = summarize(_daemon_settings(args))
+    settings = _daemon_settings(args)
+    configure_logging(settings.logging, None)  # what the walk logs goes to stderr, never into the JSON on stdout
+    summary = summarize(settings)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2))
         return 0
@@ -148,29 +151,29 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from watcher.report import PendingStack, Report
-    from watcher.service.results import ResultStore, UnsafePathError
-    from watcher.service.status import pending_stacks
+    from watcher.log import configure_logging
+    from watcher.names import display
+    from watcher.report import Report
+    from watcher.service.results import ResultStore
+    from watcher.service.status import pending_stacks, report_pending
 
     settings = _daemon_settings(args)
+    configure_logging(settings.logging, None)
     if not settings.results_folder.is_dir():
         raise ConfigError(f"results_folder: {settings.results_folder} is not a folder (nothing to report yet)")
     store = ResultStore(settings.results_folder, settings.results, settings.stacking)
-    pending = []
-    for stack in pending_stacks(settings, store)[0]:
-        try:
-            pending.append(PendingStack(store.paths(stack).record, stack.stack))
-        except UnsafePathError:  # refused by the daemon too: never stacked, so never shown
-            continue
+    pending = report_pending(store, pending_stacks(settings, store)[0])
     try:
         stats = Report(settings.results_folder, settings.results.layout).rebuild(pending)
     except OSError as exc:
         print(f"focus-watcher: error: cannot write the report: {exc}", file=sys.stderr)
         return 1
-    print(f"{settings.results_folder / 'index.html'}: {stats.scans} scans, {stats.stacks} stacks; "
+    print(f"{display(str(settings.results_folder / 'index.html'))}: {stats.scans} scans, {stats.stacks} stacks; "
           f"{stats.records_read} records read, {stats.stack_pages + stats.scans_rendered} pages written "
           f"in {stats.seconds:.1f} s")
-    return 0
+    for page, reason in stats.failures.items():
+        print(f"focus-watcher: error: {display(page)} could not be drawn: {reason}", file=sys.stderr)
+    return 1 if stats.failures else 0
 
 
 def _print_cluster(cluster: dict) -> None:

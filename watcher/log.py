@@ -3,7 +3,9 @@
 stderr gets a readable console rendering on a terminal and JSON lines otherwise (journald, pipes). Every line has
 a stable ``event`` name (``stack.done``, ``stack.retry``, ...) and, for a stack, its ``stack`` id, so
 ``grep '"stack": "scan01/scan01_129"' focus-watcher.log`` shows one stack's whole life. watchdog's own debug
-chatter (one line per inotify event) is kept out even at ``logging.level = "debug"``.
+chatter (one line per inotify event) is kept out even at ``logging.level = "debug"``. Lines are ASCII (JSON
+escapes) and every string in them is valid Unicode: names that are not UTF-8 are shown as
+:func:`watcher.names.display` shows them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from watcher.config import LoggingSettings
+from watcher.names import displayable
 
 _SHARED = [
     structlog.contextvars.merge_contextvars,
@@ -65,5 +68,11 @@ def _json() -> structlog.processors.JSONRenderer:
 def _formatter(renderer) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _valid_text, renderer],
     )
+
+
+def _valid_text(_logger, _method: str, event: dict) -> dict:
+    """Every string of the event as valid text: a file name that is not UTF-8 (``caf\\udce9``) is written as
+    ``caf\\xe9``, never as a lone surrogate, which no UTF-8 reader of the log could take."""
+    return displayable(event)

@@ -1,5 +1,5 @@
 """The faults a real user causes: old mtimes, a second daemon, unreadable frames, frames replaced mid-stack,
-malformed records, deleted results, paused scans, zips that lie, Ctrl-C in a terminal (issue 10)."""
+malformed records, deleted results, paused scans, zips that lie, Ctrl-C in a terminal."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_one_daemon_per_results_folder(rig, frames):
 
 def test_a_regex_scan_group_is_stacked_once_from_where_its_frames_are(rig, frames):
     """``naming.pattern`` with a ``scan`` group names the stack ``<folder>/<scan>/<stack>``, but its frames are
-    read from the folder they are in; it used to read them from a folder named after the group, fail, and be
+    read from the folder they are in -- not from a folder named after the group, which would fail, and be
     picked up again on every pass, forking a worker each time."""
     config = rig.config(naming={"mode": "regex", "pattern": r"(?P<scan>[a-z]+)_(?P<stack>\d+)_(?P<frame>\d+)",
                                 "stack_size": 3})
@@ -285,10 +285,11 @@ def test_a_deleted_result_is_made_again_and_status_does_not_count_it_done(rig, f
     status = json.loads(rig.cli("status", "--json", config=config).stdout)
     assert (status["done"], status["pending"]) == (1, 1), status
     restarted = rig.start(config)
-    restarted.wait_event("stack.done", stack=stacks[0])  # made again at start
+    restarted.wait_event("result.missing", stack=stacks[0])  # found at start
+    restarted.wait_event("stack.done", stack=stacks[0])  # and made again
     assert image.is_file()
     image.unlink()
-    restarted.wait_event("result.missing", stack=stacks[0])
-    restarted.wait_event("stack.done", stack=stacks[0], count=2)  # made again while running
+    restarted.wait_event("result.missing", stack=stacks[0], count=2)  # found while running
+    restarted.wait_event("stack.done", stack=stacks[0], count=2)
     assert image.is_file() and count_by_stack(restarted.events(), "stack.done") == {stacks[0]: 2}
     assert restarted.terminate() == 0

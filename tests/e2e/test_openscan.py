@@ -1,5 +1,5 @@
 """Beside OpenScan3's firmware: results in its scans' ``stacked/`` folders, the files it writes that are not
-stacks, its scan.json, and a firmware user that must still read and delete what we write (issue 10)."""
+stacks, its scan.json, and a firmware user that must still read and delete what we write."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_openscan_layout_refuses_png_at_start_naming_the_key(rig):
 
 def test_photos_openscan_writes_that_are_not_stacks_are_ignored_quietly(rig, frames):
     """A scan taken without focus stacking (scan01_000.jpg ...) and the project's thumbnail.jpg are expected
-    files: no ``file.unplaced`` warning (it used to be ~130 per scan); a stacked scan beside them is stacked."""
+    files: no ``file.unplaced`` warning (that would be ~130 per scan); a stacked scan beside them is stacked."""
     daemon = rig.start(openscan_config(rig))
     write_frame(rig.hot / "owl" / "thumbnail.jpg", frames.small[0])
     write_scan_json(rig.hot / "owl" / "scan01", "completed", 1)

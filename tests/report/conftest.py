@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from watcher.config import StackingSettings
+from watcher.names import name_fields
 from watcher.report import PendingStack
 from watcher.report.paths import depth_thumbnail
 from watcher.report.paths import thumbnail as thumbnail_path
@@ -108,7 +109,7 @@ class Night:
                           for k in range(frames))
         started = NIGHT_START + 75.0 * index
         output = (self.folder(scan) / f"{self.stem(name)}.jpg").relative_to(self.results).as_posix()
-        outputs = [{"path": output, "bytes": len(self.fused.image)}] if status == "ok" else []
+        outputs = [{**name_fields("path", output), "bytes": len(self.fused.image)}] if status == "ok" else []
         return build_record(StackId(scan, name), signature, status=status, reason="count", attempts=1,
                             started_at=started, finished_at=started + 4.0 + self.rng.random(),
                             outputs=outputs, error=error, engine=engine)

@@ -6,69 +6,14 @@ import json
 import os
 import re
 import shutil
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from tests.report.conftest import Night, healthy_shares
+from tests.report.pages import link_target, read_page
 from watcher.report import PendingStack, Report
 from watcher.report.build import FORMAT
 from watcher.report.model import ScanSummary
 from watcher.report.pages import RECENT_SCANS, render_index
-
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class _Page(HTMLParser):
-    """Links, ids, text and structural errors of one page (what a browser would silently repair)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.links: list[str] = []
-        self.ids: list[str] = []
-        self.text: list[str] = []
-        self.errors: list[str] = []
-        self.open: list[str] = []
-        self.tags: list[str] = []
-        self.doctype = False
-
-    def handle_decl(self, decl: str) -> None:
-        self.doctype = decl.lower() == "doctype html"
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        self.tags.append(tag)
-        values = dict(attrs)
-        if tag == "a" and "a" in self.open:
-            self.errors.append("a link inside a link")
-        for name in ("href", "src"):
-            if values.get(name) is not None:
-                self.links.append(values[name])
-        if "id" in values:
-            self.ids.append(values["id"])
-        if tag not in _VOID:
-            self.open.append(tag)
-
-    def handle_startendtag(self, tag: str, attrs: list) -> None:
-        self.tags.append(tag)
-        if tag not in _VOID and tag not in ("path", "line", "rect"):
-            self.errors.append(f"<{tag}/> is not a void element")
-
-    def handle_endtag(self, tag: str) -> None:
-        if not self.open or self.open[-1] != tag:
-            self.errors.append(f"</{tag}> closes <{self.open[-1] if self.open else 'nothing'}>")
-        else:
-            self.open.pop()
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
-def read_page(path: Path) -> tuple[_Page, str]:
-    source = path.read_text(encoding="utf-8")
-    parsed = _Page()
-    parsed.feed(source)
-    parsed.close()
-    return parsed, source
 
 
 def html_pages(results: Path) -> list[Path]:
@@ -147,9 +92,7 @@ def test_every_link_resolves_and_every_page_is_well_formed(night):
         assert parsed.errors == [] and parsed.open == [], (path, parsed.errors, parsed.open)
         assert parsed.tags.count("title") == 1 and len(parsed.ids) == len(set(parsed.ids)), path
         for url in parsed.links:
-            parts = urlsplit(url)
-            assert not parts.scheme and not parts.netloc and not url.startswith("/"), (path, url)
-            target = (path.parent / unquote(parts.path)).resolve()
+            target = link_target(path, url)
             assert target.is_file(), (path, url)
             assert night.results.resolve() in target.parents, (path, url)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from watcher.config import StackingSettings
-from watcher.service.pool import Job, WorkerPool
-from watcher.service.worker import JobSpec
+from watcher.service.executor import Job, JobSpec
+from watcher.service.pool import WorkerPool
 from watcher.stacking.frames import FrameSource
 
 

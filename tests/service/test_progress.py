@@ -36,3 +36,11 @@ def test_scan_json_gives_the_number_of_positions():
     text = '{"status": "running", "settings": {"points": 130, "focus_stacks": 5}}'
     assert parse_scan_json(text) == ScanInfo(focus_stacks=5, status="running", positions=130)
     assert parse_scan_json('{"status": "running", "settings": {"points": true}}').positions is None
+
+
+def test_records_with_and_without_a_utc_offset_and_unreadable_times_mix():
+    # A record written without an offset (by hand, or by an older tool) is local time; one that is no time is skipped.
+    local = (NOW - timedelta(seconds=60)).replace(tzinfo=None).isoformat(timespec="seconds")
+    finished = [local, *finished_every(30.0, 2), "yesterday", ""]
+    scan = progress("macro", finished, pending=1, info=None, now=NOW)
+    assert scan.stacked == 5 and scan.per_minute == 2.0  # three in 60 s

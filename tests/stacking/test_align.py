@@ -74,7 +74,7 @@ def test_a_frame_nothing_fits_is_placed_where_its_neighbours_predict_without_a_w
 
 def test_a_low_detail_frame_keeps_its_right_transform_though_identity_fits_it_as_well():
     """Far out of focus, a frame correlates with its neighbour about as well unaligned as aligned: the estimate must
-    not be thrown away for a noisy "no better than not aligning" (issue 12: 0.995 rejected against 0.997)."""
+    not be thrown away for a noisy "no better than not aligning" (seen: 0.995 rejected against 0.997)."""
     rng = np.random.default_rng(7)
     template = cv2.GaussianBlur(textured(seed=4), (0, 0), 6)
     truth = breathing(1.006, 1.5, -1.0, 0.1, template.shape)

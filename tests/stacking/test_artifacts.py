@@ -1,11 +1,11 @@
-"""Issue 12 on synthetic ground truth: halos, hollow strokes, mottled flat regions and unaligned frames.
+"""Artifacts on synthetic ground truth: halos, hollow strokes, mottled flat regions and unaligned frames.
 
 The cases of benchmarks/artifact_cases.py (strokes, smooth, long) are rendered small and stacked with the default
 settings, then scored by benchmarks.artifacts.score_stack, as the benchmark table scores them. The "sharpest frame"
 row carries the best PSNR of any single frame (in its own geometry); the camera oracle takes each pixel from the
 frame focused nearest its true depth; "per tile" is the sharpest frame of each tile (the no-reference stand-in for
 the oracle, against which halo, hollow, mottle and detail are measured).
-Thresholds come from measurements, noted at each test, before and after the decision stage of issue 12.
+Thresholds come from measurements, noted at each test, with the failure each one catches.
 """
 
 from __future__ import annotations
@@ -52,10 +52,11 @@ def test_default_beats_the_best_single_frame(scored, name):
     assert rows["ours"]["psnr"] > rows["sharpest frame"]["psnr"] + 0.5, {k: r.get("psnr") for k, r in rows.items()}
 
 
-# Measured: before issue 12, strokes 7.8 dB and long 2.8 dB below the oracle in the band (halos and ghost bands;
-# misaligned far-defocused frames); after, strokes 0.4 dB below, smooth 2.7 dB above, and long 1.2 dB below at this
-# size (0.8 dB at 1280x1280, benchmarks.artifacts): its four frames focused past the scene are placed to 1.9 px here,
-# a plain ECC chain to 2.0 px, so that band keeps a little of their misplacement.
+# Halos and ghost bands (blurred frames' light beside strong edges) or misaligned far-defocused frames put an engine
+# several dB below the oracle in the band (a one-pass depth-weighted merge: strokes 7.8 dB, long 2.8 dB). Measured
+# here: strokes 0.4 dB below, smooth 2.7 dB above, and long 1.2 dB below at this size (0.8 dB at 1280x1280,
+# benchmarks.artifacts): its four frames focused past the scene are placed to 1.9 px here, a plain ECC chain to
+# 2.0 px, so that band keeps a little of their misplacement.
 _BAND_TOLERANCE = {"strokes": 1.0, "smooth": 1.0, "long": 1.5}
 
 
@@ -66,8 +67,8 @@ def test_beside_strong_edges_close_to_the_frame_in_focus_there(scored, name):
         k: r.get("band") for k, r in rows.items()}
 
 
-# Measured: the camera oracle adds 0.0-0.1 % of full scale; before issue 12 the engine added 4.6 % on strokes,
-# 0.05-0.36 % elsewhere; after, below 0.3 % everywhere.
+# Measured: the camera oracle adds 0.0-0.1 % of full scale, the engine below 0.3 % everywhere (an engine that lets a
+# defocused frame's glow through adds 4.6 % on strokes).
 @pytest.mark.parametrize("name", CASES)
 def test_no_halo_added(scored, name):
     rows = scored[name][0]
@@ -82,8 +83,9 @@ def test_strokes_are_solid(scored):
         k: r["hollow"] for k, r in rows.items()}
 
 
-# Measured: before issue 12, 0.289 % against 0.180 % for the frame in focus per tile (x1.6): blotches where frames
-# of different exposure and white balance won in turn. With the frames matched, below a single frame's.
+# Frames of different exposure and white balance winning in turn leave blotches (measured without photometric
+# matching: 0.289 % against 0.180 % for the frame in focus per tile, x1.6). With the frames matched: below a single
+# frame's.
 def test_flat_regions_are_no_blotchier_than_the_frames(scored):
     rows = scored["smooth"][0]
     assert rows["ours"]["mottle"] < rows["frame in focus per tile"]["mottle"], {
@@ -105,8 +107,8 @@ def test_every_frame_is_aligned(scored, name):
     assert all(f["model"] != "identity" for i, f in enumerate(frames) if i != ref), [f["model"] for f in frames]
 
 
-# Measured max corner errors, engine / chain: before issue 12 strokes 4.2 / 2.2 px, smooth 2.5 / 1.3, long 4.0 / 2.0
-# (ECC on the strongest tenth of the gradients); after 1.8, 1.4 and 1.9 px (on the strongest half).
+# Measured max corner errors of the engine: strokes 1.8 px, smooth 1.4, long 1.9 (ECC on the strongest half of the
+# gradients; on the strongest tenth it was 4.2, 2.5 and 4.0 px, twice the chain's 2.2, 1.3 and 2.0).
 @pytest.mark.parametrize("name", CASES)
 def test_alignment_at_least_as_good_as_a_plain_ecc_chain(scored, name):
     """Large defocus leaves too little detail for any homography to land exactly on the true transform (a plain

@@ -9,36 +9,39 @@ share it, and deleting ``report/`` simply rebuilds everything:
 
 A record whose (mtime_ns, size) still matches is not read again. A scan is re-rendered when one of its records
 appeared, changed or went, or its pending stacks changed; a stack page when its record changed or its previous
-or next position did. Records are the truth: a lost or stale state file costs time, never correctness.
+or next position did. Records are the truth: a lost or stale state file costs time, never correctness. A record
+counts as a stack only if the daemon would take it as one (:func:`watcher.record.record_from`).
+
+One page never holds up the others: a page that cannot be drawn (a record with data it cannot show, a name the
+file system refuses) is skipped and named with its reason in :attr:`RefreshStats.failures`, and its scan is
+visited again by every refresh (``retry`` in ``report/.index.json``) until the page is drawn. A full, read-only
+or failing disk is no page's fault: it fails the whole refresh (``OSError``), which is tried again later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from watcher import __version__, focus_range
 from watcher.atomic import is_temp_name, write_atomic
-from watcher.report.model import (
-    ScanSummary,
-    StackEntry,
-    entry_from_record,
-    is_record,
-    natural_key,
-    scan_advice_of,
-    summarize,
-)
+from watcher.names import display, natural_key
+from watcher.record import MAX_RECORD_BYTES, Record, UnreadableRecord, load_json, record_from
+from watcher.report.model import ScanSummary, StackEntry, entry_from_record, scan_advice_of, summarize
 from watcher.report.pages import render_index, render_scan
 from watcher.report.paths import INDEX, REPORT_FOLDER, folder_key, scan_folder, scan_key, scan_page, stack_page
 from watcher.report.stack_page import render_stack
 from watcher.service.results import OPENSCAN_FOLDER
+from watcher.untrusted import UnsafeFile, read_regular
 
 
 def _drawing_code_digest() -> str:
@@ -54,6 +57,8 @@ FORMAT = _drawing_code_digest()  # state and pages of another format are redrawn
 SCAN_STATE = ".stacks.json"  # in each scan's page folder
 INDEX_STATE = f"{REPORT_FOLDER}/.index.json"
 _SKIPPED_IN_OPENSCAN = {"metadata"}  # OpenScan's per-photo JSON: never records
+# A page that cannot be written for one of these is not at fault: the whole refresh is tried again later.
+_ENVIRONMENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class RefreshStats:
     pages_removed: int = 0
     index_rendered: bool = False
     seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)  # page -> why it could not be drawn (see Report)
 
 
 @dataclass
@@ -184,35 +190,49 @@ class Report:
         index = self._load(INDEX_STATE)
         summaries = {key: ScanSummary.from_json(data) for key, data in index.get("scans", {}).items()}
         known_pending = {key: dict(items) for key, items in index.get("pending", {}).items()}
+        retry = {key: list(folders) for key, folders in index.get("retry", {}).items()}
+        for folder in {folder for folders in retry.values() for folder in folders} - set(listings):
+            listings[folder] = self._list(PurePosixPath(folder))  # a scan with a page not drawn: try it again
         folders_of: dict[str, dict[str, _Listing]] = defaultdict(dict)
         for folder, listing in listings.items():
             folders_of[folder_key(folder)][folder] = listing
         wanted_pending = known_pending if pending is None else pending
         keys = set(folders_of) | {key for key in set(wanted_pending) | set(known_pending)
                                   if wanted_pending.get(key, {}) != known_pending.get(key, {})}
+        keys |= set(retry)
         if complete:
             keys |= set(summaries)
         for key in sorted(keys):
-            summary = self._update_scan(key, folders_of.get(key, {}), wanted_pending.get(key, {}), complete, stats,
-                                        summaries.get(key))
+            failed_before = len(stats.failures)
+            summary = self._attempt(scan_page(key), functools.partial(
+                self._update_scan, key, folders_of.get(key, {}), wanted_pending.get(key, {}), complete, stats,
+                summaries.get(key)), stats)
+            if summary is _FAILED:  # shown as it was
+                summary = summaries.get(key)
+            retry.pop(key, None)
+            if len(stats.failures) > failed_before:
+                retry[key] = sorted(folders_of.get(key, {}))
             if summary is None:
                 summaries.pop(key, None)
             else:
                 summaries[key] = summary
         self._listings.clear()
         stats.scans, stats.stacks = len(summaries), sum(summary.total for summary in summaries.values())
-        if stats.scans_rendered or stats.pages_removed or not (self.root / INDEX).exists():
-            write_atomic(self.root / INDEX, render_index(list(summaries.values())).encode())
-            stats.index_rendered = True
+        if (stats.scans_rendered or stats.pages_removed or not (self.root / INDEX).exists()
+                or not index.get("drawn", True) or retry != index.get("retry", {})):
+            drawn = self._draw(INDEX, lambda: render_index(list(summaries.values())), stats)
+            stats.index_rendered = drawn
             self._save(INDEX_STATE, {"scans": {key: s.to_json() for key, s in summaries.items()},
-                                     "pending": {key: items for key, items in wanted_pending.items() if items}})
+                                     "pending": {key: items for key, items in wanted_pending.items() if items},
+                                     "retry": retry, "drawn": drawn})
         stats.seconds = time.perf_counter() - started
         return stats
 
     def _update_scan(self, key: str, listings: dict[str, _Listing], pending: dict[str, str], complete: bool,
                      stats: RefreshStats, summary: ScanSummary | None) -> ScanSummary | None:
         """Bring one scan's pages up to date; returns its summary (``summary`` if nothing changed), or None when
-        it has no stacks left."""
+        it has no stacks left. A page that cannot be drawn is put in ``stats.failures`` and left out of the saved
+        state, so that the next visit draws it again."""
         state_path = f"{scan_folder(key)}/{SCAN_STATE}"
         state = self._load(state_path)
         entries = {rel: StackEntry.from_json(data) for rel, data in state.get("entries", {}).items()}
@@ -227,13 +247,17 @@ class Report:
                 rel = f"{folder}/{name}" if folder != "." else name
                 if rel in entries and entries[rel].stamp == stamp:
                     continue
-                record = self._read(rel, stats)
-                if record is None:
-                    entries.pop(rel, None)
+                entries.pop(rel, None)
+                read = self._read(rel, stats)
+                if read is None:
                     continue
-                entries[rel] = entry_from_record(record, rel, stamp, self._exists)
-                records[rel] = record
-        unchanged = state and not records and set(entries) == set(linked) and pending == state.get("pending", {})
+                record, checked = read
+                entry = self._attempt(stack_page(rel), functools.partial(
+                    entry_from_record, record, checked, rel, stamp, self._exists), stats)
+                if entry is not _FAILED:  # else not shown, and read again at the next visit
+                    entries[rel], records[rel] = entry, record
+        unchanged = (state and not records and set(entries) == set(linked) and pending == state.get("pending", {})
+                     and state.get("drawn", True))
         if unchanged and summary is not None and (self.root / scan_page(key)).exists():
             return summary
         order = sorted(entries.values(), key=lambda e: (natural_key(e.name), e.record))
@@ -241,36 +265,62 @@ class Report:
         neighbours = {rel: (chain[i], chain[i + 2]) for i, rel in enumerate(chain[1:-1])}
         for rel in sorted(set(linked) - set(entries)):
             stats.pages_removed += self._remove(stack_page(rel))
+        drawn_neighbours = {}
         for rel, pair in neighbours.items():
             if rel not in records and linked.get(rel) == pair:
+                drawn_neighbours[rel] = pair
                 continue
-            record = records.get(rel) or self._read(rel, stats)
-            if record is None:
+            read = (records[rel], None) if rel in records else self._read(rel, stats)
+            if read is None:  # gone since it was listed
                 continue
             near = tuple(entries[other] if other else None for other in pair)
-            write_atomic(self.root / stack_page(rel), render_stack(record, entries[rel], near, self._exists).encode())
-            stats.stack_pages += 1
+            if self._draw(stack_page(rel), functools.partial(render_stack, read[0], entries[rel], near, self._exists),
+                          stats):
+                drawn_neighbours[rel] = pair
+                stats.stack_pages += 1
         shown = _with_pending(order, pending)
         if not shown:
             stats.pages_removed += self._remove(scan_page(key)) + self._remove(state_path)
             self._prune(scan_folder(key))
             return None
         scan_level = scan_advice_of(shown)
-        write_atomic(self.root / scan_page(key), render_scan(key, shown, scan_level).encode())
-        stats.scans_rendered += 1
+        drawn = self._draw(scan_page(key), lambda: render_scan(key, shown, scan_level), stats)
+        stats.scans_rendered += drawn
         self._save(state_path, {"entries": {rel: e.to_json() for rel, e in entries.items()},
-                                "neighbours": neighbours, "pending": pending})
+                                "neighbours": drawn_neighbours, "pending": pending, "drawn": drawn})
         return summarize(key, shown, scan_level)
 
     # --- files ---------------------------------------------------------------------------------------------
 
-    def _read(self, rel: str, stats: RefreshStats) -> dict | None:
+    def _read(self, rel: str, stats: RefreshStats) -> tuple[dict, Record] | None:
+        """A record file's JSON and its check (:func:`watcher.record.record_from`); None if it is not a record."""
         try:
-            data = json.loads((self.root / rel).read_bytes())
-        except (OSError, ValueError):
+            data, _info = read_regular(self.root / rel, max_bytes=MAX_RECORD_BYTES)
+            record = load_json(data)
+            checked = record_from(record)
+        except (OSError, UnsafeFile, UnreadableRecord):
             return None
         stats.records_read += 1
-        return data if is_record(data) else None
+        return record, checked
+
+    def _draw(self, page: str, render: Callable[[], str], stats: RefreshStats) -> bool:
+        """Write ``page`` (relative to the results folder) as ``render`` draws it; False if it could not be drawn."""
+        return self._attempt(page, lambda: write_atomic(self.root / page, render().encode()), stats) is not _FAILED
+
+    @staticmethod
+    def _attempt(page: str, work: Callable, stats: RefreshStats):
+        """``work()``, or :data:`_FAILED` when it fails for a reason of its own (bad data in a record, a name too
+        long for the file system): then ``stats.failures[page]`` says why. A full, read-only or failing disk is
+        not one page's fault: that ``OSError`` is raised, and the whole refresh is tried again later."""
+        try:
+            return work()
+        except OSError as exc:
+            if exc.errno in _ENVIRONMENT:
+                raise
+            stats.failures[page] = _reason(exc)
+        except Exception as exc:  # noqa: BLE001 - one page must never keep the others from being drawn
+            stats.failures[page] = _reason(exc)
+        return _FAILED
 
     def _load(self, rel: str) -> dict:
         """A state file; empty when missing, unreadable or of another format (then everything is re-rendered)."""
@@ -302,6 +352,15 @@ class Report:
 
 
 _EMPTY = _Listing({}, set())
+_FAILED = object()  # what Report._attempt returns for work that failed
+
+
+def _reason(exc: Exception) -> str:
+    """Why a page could not be drawn, the same each time it fails the same way (an ``OSError`` without its file
+    name: a temp file's name differs at every attempt)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return display(f"{type(exc).__name__}: {exc.strerror}")
+    return display(f"{type(exc).__name__}: {exc}")
 
 
 def _with_pending(order: list[StackEntry], pending: dict[str, str]) -> list[StackEntry]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import html
+import os
 import posixpath
 from datetime import datetime
-from urllib.parse import quote
+from urllib.parse import quote_from_bytes
 
 from watcher import __version__
-from watcher.report.model import parse_time
+from watcher.names import display
+from watcher.record import parse_time
 
 STYLE = """
 :root{color-scheme:light dark;--fg:#1b1f24;--muted:#5b6470;--bg:#f6f7f9;--card:#fff;--line:#d9dde3;
@@ -93,15 +95,20 @@ code{font-size:.9em;overflow-wrap:anywhere}
 
 
 def esc(value: object) -> str:
-    """Text (or an attribute value) made safe for HTML."""
-    return html.escape(str(value), quote=True)
+    """Text (or an attribute value) made safe for HTML; a name's undecodable bytes are shown as ``\\xNN``
+    (:func:`watcher.names.display`)."""
+    return html.escape(display(str(value)), quote=True)
 
 
 def link(page_folder: str, target: str) -> str:
-    """URL of ``target`` as seen from a page in ``page_folder`` (both relative to the results folder)."""
+    """URL of ``target`` as seen from a page in ``page_folder`` (both relative to the results folder).
+
+    Every byte of the path but unreserved ones and ``/`` is percent-encoded, so the link reaches the file
+    whatever its name holds: ``#``, ``?``, ``%``, or bytes that are not UTF-8 (``caf%E9``).
+    """
     folder, _, name = target.rpartition("/")
     up = _relative_folder(page_folder, folder)
-    return quote(name if up == "." else f"{up}/{name}", safe="/")
+    return quote_from_bytes(os.fsencode(name if up == "." else f"{up}/{name}"), safe="/")
 
 
 @functools.lru_cache(maxsize=256)
@@ -130,14 +137,15 @@ def count(number: int) -> str:
 
 def when(text: str | None) -> str:
     """A record's ISO time as ``2024-05-01 21:03``, in the time zone the record was written in."""
-    return parse_time(text).strftime("%Y-%m-%d %H:%M") if text and parse_time(text).year > 1 else "?"
+    moment = parse_time(text)
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "?"
 
 
 def span(start: str | None, end: str | None) -> str:
     """``2024-05-01 21:03 → 06:14 (9 h 11 min)``; the end's date is shown only when it differs."""
-    if not start or not end:
-        return when(start or end)
     first, last = parse_time(start), parse_time(end)
+    if first is None or last is None:
+        return when(start if first is not None else end)
     tail = last.strftime("%H:%M") if first.date() == last.date() else last.strftime("%Y-%m-%d %H:%M")
     return f"{when(start)} → {tail} ({duration((last - first).total_seconds())})"
 

@@ -17,25 +17,21 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from watcher.focus_range import Advice, FrameMetrics, frame_metrics, scan_advice, stack_advice
+from watcher.record import Record, parse_time
 from watcher.report.paths import thumbnail
 
 DEPTH_SUFFIX = ".depth.png"
 FAILURES_ON_INDEX = 3  # per scan; the scan page lists them all
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 # An absolute path: a "/" not preceded by a word character, a dot, a colon or a slash (so "a/b", "1/2" and URLs
 # stay), then one or more folders. Only the last component is kept: "/var/lib/x/scan01_12.jpg" -> ".../scan01_12.jpg".
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"()<>|,;:]+/)+")
-_DIGITS = re.compile(r"(\d+)")
 
 
 def redact(text: str) -> str:
     """``text`` with every absolute path shortened to ``…/<last component>``."""
     return _ABSOLUTE_PATH.sub("…/", text)
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that puts ``pos9`` before ``pos10``."""
-    return tuple(int(part) if part.isdigit() else part.lower() for part in _DIGITS.split(name))
 
 
 @dataclass
@@ -86,36 +82,34 @@ class StackEntry:
         return cls(**{**data, "stamp": tuple(data["stamp"])})
 
 
-def is_record(data: object) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("stack"), str) and data.get("status") in ("ok", "failed")
-
-
-def entry_from_record(record: Mapping, path: str, stamp: tuple[int, int], exists) -> StackEntry:
-    """The entry of a record read from ``path`` (relative to the results folder).
+def entry_from_record(record: Mapping, checked: Record, path: str, stamp: tuple[int, int], exists) -> StackEntry:
+    """The entry of a record read from ``path`` (relative to the results folder); ``checked`` is what
+    :func:`watcher.record.record_from` made of it.
 
     ``exists(relative_path) -> bool`` says whether a file is there (the caller answers from a folder listing it
-    already has). The result is looked up where the record says (``output``: relative to the results folder, or
-    absolute inside it), then beside the record; the thumbnail in the report's folder (:func:`paths.thumbnail`).
+    already has). The result is looked up where the record says (its first output, relative to the results
+    folder), then beside the record; the thumbnail in the report's folder (:func:`paths.thumbnail`).
     """
-    ok = record.get("status") == "ok"
+    ok = checked.status == "ok"
     folder = PurePosixPath(path).parent
     stem = PurePosixPath(path).stem
-    image = find_output(record.get("output"), folder, None, exists) if ok else None
+    image = find_output(checked.outputs[0][0] if checked.outputs else None, folder, None, exists) if ok else None
     small = thumbnail(path)
     metrics = frame_metrics(record.get("frames") or []) if ok else None
+    warnings = record.get("warnings")
     return StackEntry(
         record=path,
         name=str(record.get("name") or stem),
-        status="ok" if ok else "failed",
+        status=checked.status,
         stamp=stamp,
-        error=redact(str(record["error"])) if record.get("error") else None,
-        warnings=[redact(str(w)) for w in record.get("warnings") or []],
+        error=redact(checked.error) if checked.error else None,
+        warnings=[redact(str(w)) for w in warnings] if isinstance(warnings, list) else [],
         image=image,
         thumbnail=small if ok and exists(small) else None,
         width=_int(record.get("width")),
         height=_int(record.get("height")),
-        started_at=record.get("started_at"),
-        finished_at=record.get("finished_at"),
+        started_at=_time(record.get("started_at")),
+        finished_at=_time(checked.finished_at),
         seconds=_float(record.get("duration_seconds")),
         shares=[round(share, 5) for share in metrics.shares] if metrics else None,
         changes=[None if change is None else round(change, 5) for change in metrics.changes] if metrics else None,
@@ -183,8 +177,8 @@ def summarize(key: str, entries: Sequence[StackEntry], scan_level: Sequence[Advi
             starts.append(entry.started_at)
         if entry.finished_at:
             ends.append(entry.finished_at)
-    summary.started_at = min(starts, key=parse_time, default=None)
-    summary.finished_at = max(ends, key=parse_time, default=None)
+    summary.started_at = min(starts, key=time_key, default=None)
+    summary.finished_at = max(ends, key=time_key, default=None)
     failed = [entry for entry in entries if entry.status == "failed"]
     summary.failures = [(entry.name, entry.error or "", entry.record) for entry in failed[:FAILURES_ON_INDEX]]
     summary.advice = [advice.message for advice in scan_level]
@@ -211,14 +205,14 @@ def median_seconds(entries: Sequence[StackEntry]) -> float | None:
     return statistics.median(seconds) if seconds else None
 
 
-def parse_time(text: str | None) -> datetime:
-    """A record's ISO time (records carry their UTC offset; one without is taken as local); unreadable ones sort
-    first."""
-    try:
-        moment = datetime.fromisoformat(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return datetime.min.replace(tzinfo=UTC)
-    return moment if moment.tzinfo is not None else moment.astimezone()
+def time_key(text: str | None) -> datetime:
+    """Sort key of a record's ISO time (:func:`watcher.record.parse_time`); missing or unreadable ones first."""
+    return parse_time(text) or _EARLIEST
+
+
+def _time(value: object) -> str | None:
+    """A time the entry keeps: only one that reads as a time, so every page can show it."""
+    return value if isinstance(value, str) and parse_time(value) is not None else None
 
 
 def _int(value: object) -> int | None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from watcher.focus_range import Advice, usual_count
 from watcher.report.html import count, duration, esc, generated_at, link, page, span
-from watcher.report.model import ScanSummary, StackEntry, median_seconds, notes, parse_time
+from watcher.report.model import ScanSummary, StackEntry, median_seconds, notes, time_key
 from watcher.report.paths import INDEX, scan_folder, scan_page, scan_title, stack_page
 from watcher.report.svg import frame_colour, share_chart
 
@@ -17,7 +17,7 @@ RECENT_SCANS = 30  # shown as cards on the index; older scans get one line each
 def render_index(summaries: Sequence[ScanSummary]) -> str:
     """``index.html``: totals, then a card for each recent scan (those with failures first), then a line for
     each older one, so that the page stays small after months of scans."""
-    latest = sorted(summaries, key=lambda s: parse_time(s.finished_at or s.started_at), reverse=True)
+    latest = sorted(summaries, key=lambda s: time_key(s.finished_at or s.started_at), reverse=True)
     recent, older = latest[:RECENT_SCANS], latest[RECENT_SCANS:]
     recent.sort(key=lambda s: s.failed == 0)
     totals = {name: sum(getattr(s, name) for s in summaries) for name in ("ok", "failed", "pending", "warned")}
@@ -25,7 +25,7 @@ def render_index(summaries: Sequence[ScanSummary]) -> str:
     ends = [s.finished_at for s in summaries if s.finished_at]
     body = ["<h1>Focus stacks</h1>",
             f'<p class="sub">{count(len(summaries))} scan{"s" if len(summaries) != 1 else ""}'
-            + (f" · {esc(span(min(starts, key=parse_time), max(ends, key=parse_time)))}" if starts and ends else "")
+            + (f" · {esc(span(min(starts, key=time_key), max(ends, key=time_key)))}" if starts and ends else "")
             + f" · updated {esc(generated_at())}</p>"]
     body.append('<div class="totals">'
                 f'<div><b>{count(sum(totals[k] for k in ("ok", "failed", "pending")))}</b>stacks</div>'
@@ -96,7 +96,7 @@ def render_scan(key: str, entries: Sequence[StackEntry], scan_level: Sequence[Ad
     if summary_of["pending"]:
         facts.append(f'<span class="wait">{count(summary_of["pending"])} pending</span>')
     if starts and ends:
-        facts.append(esc(span(min(starts, key=parse_time), max(ends, key=parse_time))))
+        facts.append(esc(span(min(starts, key=time_key), max(ends, key=time_key))))
     if typical is not None:
         facts.append(f"{esc(duration(typical))} per stack (median)")
     body = [f"<h1>{esc(title)}</h1>", f'<p class="sub">{" · ".join(facts)}</p>']

@@ -3,7 +3,8 @@
 The daemon hands over each record it writes (and the stacks still to do at that moment); the thread waits until
 no record came for :data:`QUIET_SECONDS` (at most :data:`LONGEST_WAIT_SECONDS` after the first), then refreshes
 the pages of the scans touched. A report that cannot be written (a full or read-only results folder) is logged
-and tried again with the next records; it never stops or slows the stacking.
+and tried again with the next records; it never stops or slows the stacking. A page that cannot be drawn is
+logged once (``report.page_failed``, again only if its reason changes) and skipped; the others are refreshed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class ReportRefresher:
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="report", daemon=True)
         self._pending: list[PendingStack] = []
+        self._failing: dict[str, str] = {}  # page -> why it could not be drawn, as last logged
 
     def start(self, pending: Sequence[PendingStack] = ()) -> None:
         """Rebuild the whole report (in the thread), then refresh it as records come."""
@@ -92,7 +94,12 @@ class ReportRefresher:
         except Exception as exc:  # noqa: BLE001 - the report must never take the daemon down
             log.error("report.failed", kind=kind, error=f"{type(exc).__name__}: {exc}")
             return False
+        # Every refresh tries the pages that failed again: log one only when it starts failing, or for a new reason.
+        for page, reason in stats.failures.items():
+            if self._failing.get(page) != reason:
+                log.error("report.page_failed", page=page, error=reason)
+        self._failing = dict(stats.failures)
         log.info("report.refreshed", kind=kind, scans=stats.scans, stacks=stats.stacks,
                  pages=stats.stack_pages + stats.scans_rendered, records_read=stats.records_read,
-                 seconds=round(stats.seconds, 3))
+                 failed_pages=len(stats.failures), seconds=round(stats.seconds, 3))
         return True

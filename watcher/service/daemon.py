@@ -1,9 +1,10 @@
 """The daemon: observer -> tracker -> queue -> executor -> results, in one single-threaded loop.
 
 Only this loop touches the tracker, the queue, the executor and the results folder; watchdog's thread just
-queues raw events. The daemon orchestrates and decides nothing itself: the intake notices files and tells the
-tracker (:mod:`~watcher.service.intake`), the tracker decides what is ready, the job builder sizes the work
-(:mod:`~watcher.service.jobs`), the executor runs it, the store says what is done and writes records
+queues raw events. The daemon orchestrates; the decisions are made elsewhere: the intake notices files and tells
+the tracker (:mod:`~watcher.service.intake`), the tracker decides what is ready, the job builder sizes the work
+(:mod:`~watcher.service.jobs`), the executor runs it (:mod:`~watcher.service.executor`), the policy decides what a
+finished run comes to (:mod:`~watcher.service.policy`), the store says what is done and writes records
 (:mod:`~watcher.service.results`), and the lock says who owns the results folder (:mod:`~watcher.service.lock`).
 
 Each pass is short (never blocks for more than a fraction of a second, however much the hot folder keeps), so it
@@ -21,28 +22,28 @@ from dataclasses import dataclass, replace
 import structlog
 
 from watcher.config import Settings
+from watcher.record import Record, UnreadableRecord, record_from
 from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
+from watcher.service.executor import Executor, Finished, Job
 from watcher.service.intake import Intake
 from watcher.service.jobs import ScanCalibrations, frame_sources, make_job
 from watcher.service.lock import ResultsLock
 from watcher.service.naming import StackId
 from watcher.service.notify import SystemdNotifier
 from watcher.service.observer import start_watching
-from watcher.service.pool import Executor, Finished, Job, make_executor
+from watcher.service.policy import Verdict, decide
+from watcher.service.pool import make_executor
 from watcher.service.results import (
     InputsChanged,
-    Record,
     ResultStore,
-    UnreadableRecord,
     UnsafeFolder,
     UnsafePathError,
     build_record,
-    record_from,
 )
+from watcher.service.status import report_pending
 from watcher.service.tracker import ReadyStack, StackTracker
-from watcher.service.worker import DIED, OK, UNAVAILABLE, UNWRITABLE
 from watcher.stacking.probe import is_raw_name
 
 log = structlog.get_logger("focus-watcher")
@@ -51,6 +52,9 @@ _TICK = 0.2  # s: longest wait of one loop pass
 # s of one pass spent at most on each of: walking the hot folder, looking at settling files, deciding ready
 # stacks. A rescan of 100 000 kept frames, or a start-up with 30 000 stacks to check, spreads over passes.
 _WALK_BUDGET = _RECHECK_BUDGET = _DECIDE_BUDGET = 0.05
+# Waits that are expected in normal operation (a frame being replaced, a share that blips) are warnings; the rest
+# (results that cannot be written) need someone to look.
+_WARNINGS = ("inputs.unavailable", "stack.vanished")
 _UPLOAD_GAP = ("no image in stacked/: OpenScan3's cloud upload takes only stacked/ once a scan has results there, "
                "so this position will be missing from it (results.on_failure = \"sharpest_frame\" puts the "
                "sharpest frame there instead)")
@@ -206,8 +210,7 @@ class Daemon:
                 del self.outputs[stack]  # its inputs are gone or changed: it is no longer ours to watch
             elif not self.store.intact(record):
                 del self.outputs[stack]
-                self.tracker.undo(stack)
-                log.warning("result.missing", stack=str(stack), outputs=[path for path, _size in record.outputs])
+                self.tracker.undo(stack)  # ready again: made again, and logged as result.missing, when it is taken
             if time.perf_counter() > deadline:
                 return
 
@@ -219,14 +222,18 @@ class Daemon:
             if len(self.queue) >= self.settings.workers.queue_size or time.monotonic() > deadline:
                 return  # backpressure: it stays ready and is taken when the queue has room
             try:
-                record = self.store.done(ready.stack, ready.signature)
+                record = self.store.load(ready.stack)
             except UnreadableRecord as exc:
                 log.warning("record.unreadable", stack=str(ready.stack), error=str(exc))
                 record = None
-            if record is not None:
-                log.debug("stack.skipped", stack=str(ready.stack), status=record.status)
-                self._conclude(ready, record)
-                continue
+            if record is not None and self.store.answers(record, ready.signature):
+                if self.store.intact(record):
+                    log.debug("stack.skipped", stack=str(ready.stack), status=record.status)
+                    self._conclude(ready, record)
+                    continue
+                # Deleted by hand or by OpenScan's "delete photos", while we ran or while we were down.
+                log.warning("result.missing", stack=str(ready.stack),
+                            outputs=[path for path, _size in record.outputs])
             log.info("stack.ready", stack=str(ready.stack), frames=len(ready.frames), reason=ready.reason,
                      expected=ready.expected)
             job = self._job(ready)
@@ -246,16 +253,14 @@ class Daemon:
         try:
             paths = self.store.prepare(ready.stack, raw=all(is_raw_name(name) for name in ready.frames))
         except UnsafeFolder as exc:
-            delay = self.tracker.release(ready.stack, retry=True)
-            log.error("results.unsafe", stack=str(ready.stack), error=str(exc), retry_in=delay)
+            self._retry_later(ready, "results.unsafe", str(exc))
             return None
         except UnsafePathError as exc:
             self.tracker.release(ready.stack, done=ready.signature)
             log.error("stack.refused", stack=str(ready.stack), error=str(exc))
             return None
         except OSError as exc:
-            delay = self.tracker.release(ready.stack, retry=True)
-            log.error("results.unwritable", stack=str(ready.stack), error=str(exc), retry_in=delay)
+            self._retry_later(ready, "results.unwritable", str(exc))
             return None
         archive = self.intake.archives.get(ready.folder)
         sources = frame_sources(ready, self.intake.folder_of(ready.folder), archive)
@@ -276,26 +281,32 @@ class Daemon:
             log.info("stack.started", stack=job.spec.stack, attempt=job.attempt, running=self.pool.running)
 
     def _finish(self, finished: Finished, *, stopping: bool = False) -> None:
+        """Carry out what :func:`~watcher.service.policy.decide` says about a stack whose run ended."""
         job, outcome = finished.job, finished.outcome
         ready: ReadyStack = job.context["ctx"].ready
         started, now = job.context.get("started_at", time.time()), time.time()
-        if outcome.kind == OK:
-            self._record_success(job, outcome.record, started, now, finished.seconds)
-        elif outcome.kind == DIED and stopping:
-            self.tracker.release(ready.stack)  # stopped by us: stacked again at the next start
-        elif outcome.kind == DIED and job.attempt <= self.settings.workers.retries:
-            log.warning("stack.retry", stack=job.spec.stack, error=outcome.message, attempt=job.attempt)
-            self.queue.appendleft(Job(job.spec, job.estimate_bytes, job.attempt + 1, job.context))
-        elif outcome.kind == UNWRITABLE:
-            delay = self.tracker.release(ready.stack, retry=True)
-            log.error("results.unwritable", stack=job.spec.stack, error=outcome.message, retry_in=delay)
-        elif outcome.kind == UNAVAILABLE:
-            self.intake.relook(ready)
-            delay = self.tracker.release(ready.stack, retry=True)
-            log.warning("inputs.unavailable", stack=job.spec.stack, error=outcome.message, retry_in=delay)
-        else:
-            message = outcome.message if outcome.kind != DIED else f"{outcome.message} ({job.attempt} attempts)"
-            self._record_failure(job, message, started, now, outcome.fallback)
+        decision = decide(outcome, job.attempt, self.settings.workers.retries, stopping=stopping)
+        match decision.verdict:
+            case Verdict.RECORD_OK:
+                self._record_success(job, outcome.record, started, now, finished.seconds)
+            case Verdict.RECORD_FAILED:
+                self._record_failure(job, decision.message, started, now, outcome.fallback)
+            case Verdict.RETRY:
+                log.warning(decision.event, stack=job.spec.stack, error=outcome.message, attempt=job.attempt)
+                self.queue.appendleft(Job(job.spec, job.estimate_bytes, job.attempt + 1, job.context))
+            case Verdict.WAIT:
+                if decision.relook:
+                    self.intake.relook(ready)
+                self._retry_later(ready, decision.event, outcome.message)
+            case Verdict.RELEASE:
+                self.tracker.release(ready.stack)
+
+    def _retry_later(self, ready: ReadyStack, event: str, error: str) -> None:
+        """Release ``ready`` to be tried again after the tracker's backoff (an error of the environment), and say
+        so with ``event``."""
+        delay = self.tracker.release(ready.stack, retry=True)
+        level = log.warning if event in _WARNINGS else log.error
+        level(event, stack=str(ready.stack), error=error, retry_in=delay)
 
     def _record_success(self, job: Job, engine: dict, started: float, now: float, seconds: float) -> None:
         ready: ReadyStack = job.context["ctx"].ready
@@ -307,8 +318,7 @@ class Daemon:
             outputs = self.store.output_sizes(
                 [path for path in (job.spec.image, job.spec.deep_image, job.spec.depthmap) if path is not None])
         except OSError as exc:  # deleted the moment it was written: make it again
-            delay = self.tracker.release(ready.stack, retry=True)
-            log.error("results.unwritable", stack=job.spec.stack, error=f"result gone: {exc}", retry_in=delay)
+            self._retry_later(ready, "results.unwritable", f"result gone: {exc}")
             return
         record = build_record(ready.stack, ready.signature, status="ok", reason=ready.reason, attempts=job.attempt,
                               started_at=started, finished_at=now, outputs=outputs, engine=engine,
@@ -323,16 +333,14 @@ class Daemon:
                         fallback: dict | None = None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
         if not all(self.intake.folder.look(s.path) is not None for s in job.spec.sources):
-            delay = self.tracker.release(ready.stack, retry=True)  # inputs deleted meanwhile: nothing to record
-            log.warning("stack.vanished", stack=job.spec.stack, error=message, retry_in=delay)
+            self._retry_later(ready, "stack.vanished", message)  # inputs deleted meanwhile: nothing to record
             return
         outputs, warnings = [], []
         if fallback is not None:
             try:
                 outputs = self.store.output_sizes([job.spec.image])
             except OSError as exc:  # the fallback image deleted the moment it was written: try again
-                delay = self.tracker.release(ready.stack, retry=True)
-                log.error("results.unwritable", stack=job.spec.stack, error=f"fallback gone: {exc}", retry_in=delay)
+                self._retry_later(ready, "results.unwritable", f"fallback gone: {exc}")
                 return
             fallback = {**fallback, "note": "the sharpest single frame, not a stack (results.on_failure)"}
         elif self.settings.results.layout == "openscan":
@@ -349,9 +357,7 @@ class Daemon:
         try:
             self.store.write_record(ready.stack, record)
         except (OSError, UnsafeFolder) as exc:
-            delay = self.tracker.release(ready.stack, retry=True)
-            log.error("results.unwritable", stack=str(ready.stack), error=f"cannot write the record: {exc}",
-                      retry_in=delay)
+            self._retry_later(ready, "results.unwritable", f"cannot write the record: {exc}")
             return False
         self._conclude(ready, record_from(record))
         self.reporter.written(self.store.paths(ready.stack).record, self._unfinished())
@@ -359,13 +365,7 @@ class Daemon:
 
     def _unfinished(self) -> list[PendingStack]:
         """The stacks still to do, for the report."""
-        pending = []
-        for stack in self.tracker.unfinished():
-            try:
-                pending.append(PendingStack(self.store.paths(stack).record, stack.stack))
-            except UnsafePathError:  # refused: never stacked, never shown
-                continue
-        return pending
+        return report_pending(self.store, self.tracker.unfinished())
 
     def _conclude(self, ready: ReadyStack, record: Record) -> None:
         """``ready`` is done (``record`` on disk): dispose of its inputs if configured, then release it."""

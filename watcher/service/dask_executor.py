@@ -1,6 +1,6 @@
 """The Dask executor: stacks run as tasks on a Dask distributed cluster, the daemon stays the only decider.
 
-The daemon sees the same :class:`~watcher.service.pool.Executor` as with the local pool: it submits jobs and
+The daemon sees the same :class:`~watcher.service.executor.Executor` as with the local pool: it submits jobs and
 collects outcomes. Everything cluster-shaped happens here:
 
 - **Capacity.** At most as many stacks are in flight as the connected workers have threads; each task asks for
@@ -45,8 +45,7 @@ from watcher.atomic import write_atomic
 from watcher.config import Settings
 from watcher.service.dask_cluster import KEY_PREFIX, Cluster, ClusterConnection
 from watcher.service.dask_task import ShippedFrame, TaskResult, stack_task
-from watcher.service.pool import Finished, Job
-from watcher.service.worker import DIED, FAILED, TIMEOUT, UNAVAILABLE, UNWRITABLE, JobSpec, Outcome
+from watcher.service.executor import Finished, Job, JobSpec, Outcome, OutcomeKind
 from watcher.stacking.frames import FrameError, FrameSource, max_file_bytes
 
 log = structlog.get_logger("focus-watcher")
@@ -69,7 +68,7 @@ class _Task:
 
 
 class DaskExecutor:
-    """The :class:`~watcher.service.pool.Executor` that runs stacks on the Dask cluster at
+    """The :class:`~watcher.service.executor.Executor` that runs stacks on the Dask cluster at
     ``settings.workers.dask_scheduler``."""
 
     budget = sys.maxsize  # no budget here: each worker's memory resource bounds what it runs
@@ -136,7 +135,7 @@ class DaskExecutor:
         while self._tasks and time.monotonic() < deadline and self.connection.connected() is not None:
             finished += self.collect(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
         for task in list(self._tasks):
-            finished.append(self._finish(task, Outcome(DIED, "stopped: the daemon shut down"), cancel=True))
+            finished.append(self._finish(task, Outcome(OutcomeKind.DIED, "stopped: the daemon shut down"), cancel=True))
         self._background.shutdown(wait=False, cancel_futures=True)
         self.connection.close()
         return finished
@@ -158,7 +157,7 @@ class DaskExecutor:
             try:
                 sources = prepared.result()
             except Exception as exc:  # noqa: BLE001 - FrameUnavailable, or an OSError of the environment
-                self._ended.append(self._finish(task, Outcome(UNAVAILABLE, str(exc))))
+                self._ended.append(self._finish(task, Outcome(OutcomeKind.UNAVAILABLE, str(exc))))
                 return
             shipped = sum(len(source.data) for source in sources)
         else:
@@ -221,7 +220,7 @@ class DaskExecutor:
                        "its nanny for going over its memory limit)")
             if run > 1 + self.settings.retries:
                 task.job.attempt = run - 1
-                finished.append(self._finish(task, Outcome(DIED, message), cancel=True))
+                finished.append(self._finish(task, Outcome(OutcomeKind.DIED, message), cancel=True))
             else:
                 log.warning("stack.retry", stack=stack, error=message, attempt=run - 1)
 
@@ -240,14 +239,15 @@ class DaskExecutor:
             elif isinstance(value, KilledWorker):  # the scheduler's own limit (allowed-failures) came first
                 task.job.attempt = max(1, len(task.runs))
                 last = getattr(value.last_worker, "address", value.last_worker)
-                finished.append(self._finish(task, Outcome(DIED, f"every worker that ran it died (the last: {last})")))
+                died = Outcome(OutcomeKind.DIED, f"every worker that ran it died (the last: {last})")
+                finished.append(self._finish(task, died))
             elif isinstance(value, TimeoutError):
                 log.warning("cluster.fetch_slow", stack=stack, seconds=_FETCH_TIMEOUT)
                 future.add_done_callback(lambda done, task=task: self._fetch(task, done))
             else:  # the cluster could not run it at all (e.g. focus-watcher missing on a worker): wait, retry
                 error = f"the cluster could not run it: {type(value).__name__}: {value}"
                 log.error("cluster.task_error", stack=stack, error=error)
-                finished.append(self._finish(task, Outcome(UNAVAILABLE, error)))
+                finished.append(self._finish(task, Outcome(OutcomeKind.UNAVAILABLE, error)))
 
     def _deliver(self, spec: JobSpec, result: TaskResult) -> Outcome:
         """Write what the task made where the local worker would have, if its inputs are still the same."""
@@ -255,20 +255,21 @@ class DaskExecutor:
             return result.outcome
         changed = next((source.name for source in spec.sources if not _unchanged(source)), None)
         if changed is not None:
-            return Outcome(UNAVAILABLE, f"{changed} changed while the cluster stacked it: its result is not written")
+            return Outcome(OutcomeKind.UNAVAILABLE,
+                           f"{changed} changed while the cluster stacked it: its result is not written")
         try:
             for kind, path in spec.outputs().items():
                 if kind in result.outputs:
                     write_atomic(path, result.outputs[kind])
         except OSError as exc:
-            return Outcome(UNWRITABLE, f"cannot write the result: {exc}")
+            return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the result: {exc}")
         return result.outcome
 
     def _check(self, task: _Task, cluster: Cluster, now: float, finished: list[Finished]) -> None:
         """Past its timeout, or unrunnable for want of a worker with its memory for too long: end it."""
         if task.running_since is not None and now - task.running_since > self.settings.stack_timeout_seconds:
             worker = task.runs[-1]["worker"]  # its address
-            finished.append(self._finish(task, Outcome(TIMEOUT, f"timed out after "
+            finished.append(self._finish(task, Outcome(OutcomeKind.TIMEOUT, f"timed out after "
                                                                 f"{self.settings.stack_timeout_seconds:.0f} s"),
                                          cancel=True))
             self._background.submit(self._restart_worker, worker)  # its thread is stuck in the stack
@@ -287,7 +288,7 @@ class DaskExecutor:
             message = (f"needs about {task.memory >> 20} MiB, more than any worker of the cluster has: {offer} "
                        f"(dask worker --resources memory=BYTES); waited "
                        f"{self.settings.dask_wait_for_worker_seconds:.0f} s for one")
-            finished.append(self._finish(task, Outcome(FAILED, message), cancel=True))
+            finished.append(self._finish(task, Outcome(OutcomeKind.FAILED, message), cancel=True))
 
     def _finish(self, task: _Task, outcome: Outcome, *, cancel: bool = False) -> Finished:
         self._tasks.remove(task)

@@ -27,7 +27,8 @@ from distributed import get_worker
 from distributed.comm import get_address_host
 
 from watcher import __version__
-from watcher.service.worker import JobSpec, Outcome, execute
+from watcher.service.executor import JobSpec, Outcome
+from watcher.service.worker import execute
 from watcher.stacking.frames import FrameError, FrameSource
 from watcher.stacking.raw import set_libraw_threads
 

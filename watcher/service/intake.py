@@ -92,7 +92,8 @@ class Intake:
                     path = self.folder_of(scan) / name
                     self.tracker.observe(scan, name, self.folder.look(path, self.tracker.state(scan, name)))
             scan_json = self.folder_of(scan) / SCAN_JSON
-            if scan not in walk.seen["scan_json"] and self.tracker.has_scan_info(scan) and not scan_json.exists():
+            if (scan not in walk.seen["scan_json"] and self.tracker.scan_info(scan) is not None
+                    and not scan_json.exists()):
                 self.tracker.set_scan_info(scan, None)
         self.next_walk = time.monotonic() + self.settings.observer.rescan_seconds
         log.debug("scan.rescanned", seconds=round(time.monotonic() - walk.started, 3),

@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 
 from watcher.config import Settings
-from watcher.service.pool import Job
+from watcher.service.executor import Job, JobSpec
 from watcher.service.results import StackPaths
 from watcher.service.tracker import ReadyStack
-from watcher.service.worker import JobSpec
 from watcher.stacking.calibration import Calibration
 from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
 from watcher.stacking.output import SUFFIXES
@@ -37,7 +36,7 @@ def frame_sources(ready: ReadyStack, folder: Path, archive: Path | None) -> tupl
 
 def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPaths, settings: Settings,
              workers: int, context: dict, *, thumbnails: tuple[Path, Path] | None = None) -> Job:
-    """The job for ``ready``: its spec, and its estimated peak memory (also the worker's memory limit - 25 %).
+    """The job for ``ready``: its spec, and its estimated peak memory (the worker's memory limit is that + 25 %).
 
     ``thumbnails``: where the report's thumbnails of the result and of its depth map go. The scan's calibration
     is added when the job starts (by the daemon), not here: a stack queued behind its scan's

@@ -1,6 +1,6 @@
 """Which stack a file belongs to, and the order of the frames in it, decided from file names alone.
 
-Nothing here touches the disk: the observer and the tracker list files and read ``scan.json``, then ask
+Nothing here touches the disk: the observer lists files and reads ``scan.json``, the tracker keeps them, and both ask
 this module what the names mean.
 
 Naming modes (``naming.mode``)
@@ -32,8 +32,10 @@ complete.
 and ``frame`` orders the frames; an optional non-empty ``scan`` group adds a sub-namespace below the
 scan folder. A name that does not match is unplaced.
 
-In every mode frames are ordered numerically (``f9`` before ``f10``), stack and scan names must be
-single safe path components (no ``..``, ``/`` or leading dot), and a second file for a frame that a
+In every mode frames are ordered numerically (``f9`` before ``f10``; only ASCII ``0``-``9`` count as digits,
+so in ``auto`` ``a_f².jpg`` or ``a_f٣.jpg`` is unplaced, never a frame), stack and scan names must be single safe path
+components (no ``..``, ``/`` or leading dot, at most 200 bytes: a longer one is unplaced with that reason, as
+the names of its results would not fit; see :data:`MAX_NAME_BYTES`), and a second file for a frame that a
 stack already has (``a_f1.jpg`` and ``a_f1.png``, or ``a_f01`` and ``a_f1``) is reported as unplaced
 rather than dropped: the first in natural name order keeps the frame.
 """
@@ -47,8 +49,12 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from watcher.config import NamingSettings
+from watcher.names import display, natural_key, natural_parts
 
-MAX_COMPONENT_LENGTH = 200
+NAME_MAX = 255  # bytes in one file name (ext4, btrfs, exFAT, vfat, SMB)
+# A stack's name plus the most we add to it must fit in NAME_MAX: "stacked_<stack>.depth.thumb.png" adds 24 bytes,
+# and the hidden temp file of an atomic write (watcher.atomic) "." and ".tmp-<pid>-<8 hex>" up to 22 more.
+MAX_NAME_BYTES = 200
 
 NO_PATTERN = "name matches no known stack pattern"
 
@@ -70,7 +76,6 @@ _IS_OPENSCAN3_STACK = re.compile(_OPENSCAN3_STACK, re.IGNORECASE | re.ASCII)
 # OpenScan3's photos of a scan taken without focus stacking, and the thumbnail it writes into each project.
 _OPENSCAN_NOT_STACKS = re.compile(rf"{_OPENSCAN3_STACK}|thumbnail", re.IGNORECASE | re.ASCII)
 NOT_A_STACK = "an OpenScan photo that is not part of a focus stack"
-_DIGIT_RUNS = re.compile(r"([0-9]+)")
 _LAST_NUMBER = re.compile(r"(.*?)([0-9]+)([^0-9]*)", re.ASCII)
 
 
@@ -185,45 +190,28 @@ def _is_temp_or_system(name: str) -> bool:
     )
 
 
-def natural_key(text: str) -> tuple:
-    """Sort key that orders digit runs by value and ignores case: ``img2``, ``img10``, ``IMG11``.
-
-    Keys of any two strings compare without error, and only equal strings have equal keys (``"a1"`` and
-    ``"a01"``, or ``"A"`` and ``"a"``, are ordered by the text itself as a last resort).
-
-    Parameters
-    ----------
-    text : str
-
-    Returns
-    -------
-    tuple
-        ``(parts, text)``: ``parts`` alternates case-folded text and digit runs compared by value.
-    """
-    return (_natural_parts(text), text)
-
-
-def _natural_parts(text: str) -> tuple:
-    # re.split with a capturing group alternates text, digits, text, ..., so the items at any index have
-    # the same type in every key and tuples compare without TypeError. A digit run becomes
-    # (length, digits) without leading zeros: numeric order with no int() and no limit on its size.
-    parts = _DIGIT_RUNS.split(text.casefold())
-    return tuple(_number(part) if index % 2 else part for index, part in enumerate(parts))
-
-
-def _number(digits: str) -> tuple[int, str]:
-    significant = digits.lstrip("0")
-    return (len(significant), significant)
-
-
 def is_safe_component(text: str) -> bool:
-    """Whether ``text`` can be used as one path component without escaping its folder or hiding itself.
+    """Whether ``text`` can be used as one path component without escaping its folder or hiding itself."""
+    return component_problem(text) is None
 
-    Non-empty, at most 200 characters, no ``/``, ``\\`` or NUL, not ``.`` or ``..`` and no leading dot.
+
+def component_problem(text: str) -> str | None:
+    """Why ``text`` cannot name a stack or a scan folder of the results, or None if it can.
+
+    It must be non-empty, at most :data:`MAX_NAME_BYTES` bytes, without ``/``, ``\\`` or NUL, and not start
+    with a dot (so not ``.`` or ``..``).
     """
-    return (
-        0 < len(text) <= MAX_COMPONENT_LENGTH and not text.startswith(".") and not any(char in text for char in "/\\\0")
-    )
+    if not text:
+        return "empty"
+    if text.startswith("."):
+        return "starts with a dot"
+    if any(char in text for char in "/\\\0"):
+        return "holds a slash, a backslash or NUL"
+    size = len(os.fsencode(text))
+    if size > MAX_NAME_BYTES:
+        return (f"{size} bytes long, over {MAX_NAME_BYTES}: the names of its results, thumbnails and pages "
+                f"would not fit in the {NAME_MAX} bytes a file name may have")
+    return None
 
 
 def group_files(
@@ -265,11 +253,12 @@ def group_files(
             unplaced.append(placed)
             continue
         stack_id, frame = placed
-        if not is_safe_component(stack_id.stack):
-            unplaced.append(Unplaced(name, f"unsafe stack name {stack_id.stack!r}"))
+        problem = component_problem(stack_id.stack)
+        if problem is not None:
+            unplaced.append(Unplaced(name, _unsafe(stack_id.stack, problem)))
             continue
         frames = frames_by_stack.setdefault(stack_id, {})
-        frame_number = _natural_parts(frame)
+        frame_number = natural_parts(frame)
         if frame_number in frames:
             reason = f"duplicate frame {frame} of stack {stack_id} (already {frames[frame_number]!r})"
             unplaced.append(Unplaced(name, reason))
@@ -280,6 +269,10 @@ def group_files(
         stack_id: [frames[number] for number in sorted(frames)] for stack_id, frames in sorted(frames_by_stack.items())
     }
     return stacks, unplaced
+
+
+def _unsafe(stack: str, problem: str) -> str:
+    return f"unsafe stack name '{display(stack)}': {problem}"
 
 
 def _stem(name: str) -> str:
@@ -306,8 +299,9 @@ def _place_regex(scan: str, name: str, pattern: re.Pattern[str]) -> tuple[StackI
         return Unplaced(name, "naming.pattern matched with an empty 'stack' or 'frame' group")
     sub_scan = match.groupdict().get("scan")
     if sub_scan:
-        if not is_safe_component(sub_scan):
-            return Unplaced(name, f"unsafe stack name {sub_scan!r} (group 'scan')")
+        problem = component_problem(sub_scan)
+        if problem is not None:
+            return Unplaced(name, _unsafe(sub_scan, problem) + " (group 'scan')")
         scan = f"{scan}/{sub_scan}" if scan else sub_scan
     return StackId(scan, stack), frame
 
@@ -322,8 +316,9 @@ def _group_fixed(
     for start in range(0, len(ordered), stack_size):
         frames = ordered[start : start + stack_size]
         stack_id = StackId(scan, _stem(frames[0]))
-        if not is_safe_component(stack_id.stack):
-            reason = f"unsafe stack name {stack_id.stack!r}"
+        problem = component_problem(stack_id.stack)
+        if problem is not None:
+            reason = _unsafe(stack_id.stack, problem)
         elif stack_id in stacks:
             # Only when files differing in extension alone start two stacks (e.g. stack_size 1).
             reason = f"stack name {stack_id.stack!r} already used by an earlier stack"

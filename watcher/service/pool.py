@@ -1,8 +1,6 @@
-"""Where stacks run: the executor interface the daemon sees, and the local pool of worker processes.
-
-The daemon only ever *submits* a job (a :class:`~watcher.service.worker.JobSpec` and its memory estimate) and
-*collects* what finished (an :class:`~watcher.service.worker.Outcome` per job); :class:`Executor` is that whole
-interface, so another executor (a cluster) can stand in for :class:`WorkerPool`.
+"""The local executor, a pool of worker processes on this machine, and :func:`make_executor`, which picks the
+executor the settings name (this pool, or the Dask cluster). The contract both implement is
+:mod:`~watcher.service.executor`.
 
 The local pool runs one process per stack, forked from a forkserver that has numpy and OpenCV loaded, rather than
 a ``ProcessPoolExecutor``: when the OOM killer (or anyone) kills a worker, only that stack is affected -- an
@@ -17,55 +15,17 @@ import multiprocessing
 import multiprocessing.forkserver
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Protocol
 
 from watcher.config import ConfigError, Settings
-from watcher.service.worker import DIED, TIMEOUT, JobSpec, Outcome, run
+from watcher.service.executor import Executor, Finished, Job, Outcome, OutcomeKind
+from watcher.service.worker import run
 
 # forkserver_init first: the forkserver ignores the process group's SIGINT/SIGTERM before anything else. numpy.ma:
 # numpy imports it lazily, at the first np.percentile of a process -- in a forked worker, that is every stack's first
 # (measured: 0.1-0.3 s of CPU per stack, as much as a small stack's whole engine time).
 _FORKSERVER_PRELOAD = ["watcher.service.forkserver_init", "watcher.service.worker", "numpy.ma"]
-
-
-@dataclass
-class Job:
-    spec: JobSpec
-    estimate_bytes: int  # the stack's estimated peak memory
-    attempt: int = 1
-    context: dict = field(default_factory=dict)  # the daemon's bookkeeping, returned untouched
-
-
-@dataclass
-class Finished:
-    job: Job
-    outcome: Outcome
-    seconds: float
-
-
-class Executor(Protocol):
-    """What runs stacks, as the daemon sees it."""
-
-    workers: int  # stacks that may run at once
-    budget: int  # bytes: the estimates of the running stacks sum to at most this (one stack always fits)
-
-    @property
-    def running(self) -> int:
-        """Stacks submitted and not yet collected."""
-
-    def has_room_for(self, estimate_bytes: int) -> bool:
-        """Whether a stack of this estimate may be submitted now."""
-
-    def submit(self, job: Job) -> None:
-        """Start ``job``; its outcome comes back from :meth:`collect`."""
-
-    def collect(self, timeout: float = 0.0) -> list[Finished]:
-        """Jobs that finished, waiting up to ``timeout`` s for the first."""
-
-    def shutdown(self, grace_seconds: float) -> list[Finished]:
-        """Let running jobs finish for up to ``grace_seconds``, then stop the rest (outcome ``died``)."""
 
 
 def make_executor(settings: Settings) -> Executor:
@@ -143,7 +103,8 @@ class WorkerPool:
             if running.process.is_alive() and now - running.started > self.timeout:
                 running.process.kill()
                 running.process.join()
-                finished.append(self._finish(running, Outcome(TIMEOUT, f"timed out after {self.timeout:.0f} s")))
+                timed_out = Outcome(OutcomeKind.TIMEOUT, f"timed out after {self.timeout:.0f} s")
+                finished.append(self._finish(running, timed_out))
             elif not running.process.is_alive():
                 running.process.join()
                 self._receive(running)
@@ -159,7 +120,7 @@ class WorkerPool:
         for running in list(self._running):
             running.process.kill()
             running.process.join()
-            finished.append(self._finish(running, Outcome(DIED, "stopped: the daemon shut down")))
+            finished.append(self._finish(running, Outcome(OutcomeKind.DIED, "stopped: the daemon shut down")))
         return finished
 
     def _receive(self, running: _Running) -> None:
@@ -174,8 +135,8 @@ class WorkerPool:
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             hint = " (likely the kernel's OOM killer)" if -code == signal.SIGKILL else ""
-            return self._finish(running, Outcome(DIED, f"worker killed by {name}{hint}"))
-        return self._finish(running, Outcome(DIED, f"worker exited with status {code} without a result"))
+            return self._finish(running, Outcome(OutcomeKind.DIED, f"worker killed by {name}{hint}"))
+        return self._finish(running, Outcome(OutcomeKind.DIED, f"worker exited with status {code} without a result"))
 
     def _finish(self, running: _Running, outcome: Outcome) -> Finished:
         self._running.remove(running)

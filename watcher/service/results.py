@@ -41,14 +41,14 @@ from pathlib import Path
 from watcher import __version__
 from watcher.atomic import fsync_folder, is_temp_name, write_atomic
 from watcher.config import ResultsSettings, StackingSettings
+from watcher.names import displayable, name_fields
+from watcher.record import MAX_RECORD_BYTES, Record, Signature, UnreadableRecord, parse_record
 from watcher.service.naming import StackId, is_safe_component
-from watcher.service.tracker import Signature
 from watcher.stacking.output import FORMATS
 from watcher.untrusted import UnsafeFile, read_regular
 
 LOG_NAME = "focus-watcher.log"
 OPENSCAN_FOLDER = "stacked"
-_MAX_RECORD_BYTES = 16 << 20
 
 
 class UnsafePathError(ValueError):
@@ -57,10 +57,6 @@ class UnsafePathError(ValueError):
 
 class UnsafeFolder(ValueError):
     """A folder on the way to a result is a symlink or a file: nothing is written through it."""
-
-
-class UnreadableRecord(ValueError):
-    """A record file that exists but does not parse as one of ours."""
 
 
 class InputsChanged(RuntimeError):
@@ -73,62 +69,6 @@ class StackPaths:
     record: Path
     depthmap: Path
     deep_image: Path | None = None  # a raw stack's 16-bit image beside the JPEG (openscan layout)
-
-
-@dataclass(frozen=True)
-class Record:
-    """What a stack's JSON record says, checked: the fields "done" and ``status`` rely on."""
-
-    stack: str
-    status: str  # "ok" | "failed"
-    signature: Signature
-    outputs: tuple[tuple[str, int | None], ...]  # (path relative to the results folder, size in bytes or None)
-    error: str | None
-    finished_at: str
-
-
-def parse_record(data: bytes) -> Record:
-    """Check a record file's content; raise :class:`UnreadableRecord` saying what is wrong."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise UnreadableRecord(f"not JSON ({exc})") from None
-    return record_from(raw)
-
-
-def record_from(raw: object) -> Record:
-    """Check a decoded record (see :func:`parse_record`)."""
-    if not isinstance(raw, dict):
-        raise UnreadableRecord(f"a JSON {type(raw).__name__}, not an object")
-    stack, status, inputs = raw.get("stack"), raw.get("status"), raw.get("inputs")
-    if not isinstance(stack, str) or status not in ("ok", "failed"):
-        raise UnreadableRecord("no 'stack', or a 'status' other than ok/failed")
-    if not isinstance(inputs, list) or not all(
-        isinstance(i, dict) and isinstance(i.get("name"), str) and _is_int(i.get("size"))
-        and _is_int(i.get("mtime_ns")) for i in inputs
-    ):
-        raise UnreadableRecord("'inputs' is not a list of {name, size, mtime_ns}")
-    outputs = raw.get("outputs")
-    if outputs is None:  # written before outputs were recorded: the image must exist, whatever its size
-        outputs = [{"path": raw["output"], "bytes": None}] if isinstance(raw.get("output"), str) else []
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("path"), str) and (o.get("bytes") is None or _is_int(o["bytes"]))
-        for o in outputs
-    ):
-        raise UnreadableRecord("'outputs' is not a list of {path, bytes}")
-    error, finished = raw.get("error"), raw.get("finished_at")
-    return Record(
-        stack=stack,
-        status=status,
-        signature=tuple((i["name"], i["size"], i["mtime_ns"]) for i in inputs),
-        outputs=tuple((o["path"], o["bytes"]) for o in outputs),
-        error=error if isinstance(error, str) else None,
-        finished_at=finished if isinstance(finished, str) else "",
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ResultStore:
@@ -190,7 +130,7 @@ class ResultStore:
     def load(self, stack: StackId) -> Record | None:
         """The stack's record, or None if there is none. Raises :class:`UnreadableRecord` for one not ours."""
         try:
-            data, _info = read_regular(self.paths(stack).record, max_bytes=_MAX_RECORD_BYTES)
+            data, _info = read_regular(self.paths(stack).record, max_bytes=MAX_RECORD_BYTES)
         except FileNotFoundError:
             return None
         except UnsafeFile as exc:
@@ -202,19 +142,24 @@ class ResultStore:
     def done(self, stack: StackId, signature: Signature) -> Record | None:
         """The record saying ``stack`` is done with these inputs, with its outputs intact; else None.
 
-        When inputs are disposed of after success, a stack whose frames are some of an ``ok`` record's inputs,
-        unchanged, is one whose disposal was interrupted: it is done too (the rest is disposed of, never stacked
-        again from what is left). Raises :class:`UnreadableRecord` for a record that is not ours.
+        Raises :class:`UnreadableRecord` for a record that is not ours.
         """
         record = self.load(stack)
-        if record is None or not self.intact(record):
+        if record is None or not self.answers(record, signature) or not self.intact(record):
             return None
+        return record
+
+    def answers(self, record: Record, signature: Signature) -> bool:
+        """Whether ``record`` is the answer for a stack of these inputs (whether its outputs are intact aside).
+
+        When inputs are disposed of after success, a stack whose frames are some of an ``ok`` record's inputs,
+        unchanged, is one whose disposal was interrupted: it is done too (the rest is disposed of, never stacked
+        again from what is left).
+        """
         if record.signature == signature:
-            return record
+            return True
         leftover = record.status == "ok" and self.settings.after_success != "keep"
-        if leftover and signature and set(signature) < set(record.signature):
-            return record
-        return None
+        return bool(leftover and signature and set(signature) < set(record.signature))
 
     def intact(self, record: Record) -> bool:
         """Every output the record lists is a regular file of the recorded size."""
@@ -235,7 +180,7 @@ class ResultStore:
                 if not name.endswith(".json") or is_temp_name(name):
                     continue
                 try:
-                    yield parse_record(read_regular(Path(folder, name), max_bytes=_MAX_RECORD_BYTES)[0])
+                    yield parse_record(read_regular(Path(folder, name), max_bytes=MAX_RECORD_BYTES)[0])
                 except (OSError, UnsafeFile, UnreadableRecord):
                     continue
 
@@ -248,7 +193,7 @@ class ResultStore:
 
     def output_sizes(self, written: list[Path]) -> list[dict]:
         """``[{"path", "bytes"}]`` of the outputs just written (the image first), for the record."""
-        return [{"path": str(p.relative_to(self.root)), "bytes": os.lstat(p).st_size} for p in written]
+        return [{**name_fields("path", str(p.relative_to(self.root))), "bytes": os.lstat(p).st_size} for p in written]
 
     def remove_stale_temp_files(self) -> int:
         """Delete temp files left by a crash mid-write (they never carry a final name). Returns how many."""
@@ -351,7 +296,11 @@ def build_record(
     warnings: list[str] | None = None,
     fallback: dict | None = None,
 ) -> dict:
-    """The JSON record of one stack: what went in, what happened, what it wrote, and the engine's account."""
+    """The JSON record of one stack: what went in, what happened, what it wrote, and the engine's account.
+
+    Every string in it is valid text (:func:`~watcher.names.displayable`): the exact names of inputs and outputs
+    that are not valid UTF-8 are kept in ``name_bytes`` and ``path_bytes`` (:func:`~watcher.names.name_fields`).
+    """
     record = {
         "stack": str(stack),
         "scan": stack.scan,
@@ -359,7 +308,7 @@ def build_record(
         "status": status,
         "error": error,
         "complete_because": reason,
-        "inputs": [{"name": name, "size": size, "mtime_ns": mtime} for name, size, mtime in signature],
+        "inputs": [{**name_fields("name", name), "size": size, "mtime_ns": mtime} for name, size, mtime in signature],
         "output": outputs[0]["path"] if outputs else None,
         "outputs": outputs,
         "fallback": fallback,
@@ -373,4 +322,4 @@ def build_record(
     if engine:
         record["warnings"] = engine.get("warnings", []) + record["warnings"]
         record.update({key: value for key, value in engine.items() if key not in record and key != "outputs"})
-    return record
+    return displayable(record)

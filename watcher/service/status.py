@@ -7,15 +7,18 @@ input signature (the tracker's), and "done" meaning a record for the current inp
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from watcher.config import Settings
-from watcher.service.archive import ArchiveRefused
+from watcher.names import display
+from watcher.record import UnreadableRecord, parse_time
+from watcher.report.build import PendingStack
+from watcher.service.intake import Intake
 from watcher.service.naming import ScanInfo, StackId
-from watcher.service.observer import HotFolder, excluded_results
-from watcher.service.results import ResultStore, UnreadableRecord
-from watcher.service.tracker import FileState, StackTracker
+from watcher.service.results import ResultStore, UnsafePathError
+from watcher.service.tracker import StackTracker
 
 _RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured over
 
@@ -24,7 +27,7 @@ _RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured 
 class ScanProgress:
     """A scan with stacks still to do (or still capturing): how far it is, and when it should be all stacked."""
 
-    scan: str
+    scan: str  # as shown (watcher.names.display), as in the records
     stacked: int  # records (ok or failed) of its stacks
     pending: int  # stacks in the hot folder still to do
     positions: int | None  # how many it will have (OpenScan3's scan.json), if known
@@ -64,7 +67,9 @@ def summarize(settings: Settings, errors: int = 5) -> Summary:
         summary.cluster = _cluster(settings.workers.dask_scheduler)
     pending, summary.unplaced, infos = _hot_folder(settings, store)
     summary.pending = len(pending)
-    open_by_scan = collections.Counter(stack.scan for stack in pending)
+    # By the scan's name as shown: records hold no other (watcher.names), and the summary is printed or JSON.
+    open_by_scan = collections.Counter(display(stack.scan) for stack in pending)
+    infos = {display(scan): info for scan, info in infos.items()}
     for scan in sorted(set(open_by_scan) | {s for s, info in infos.items() if info and not info.ended}):
         summary.scans.append(progress(scan, finished.get(scan, []), open_by_scan[scan], infos.get(scan)))
     return summary
@@ -76,7 +81,7 @@ def progress(scan: str, finished: list[str], pending: int, info: ScanInfo | None
     now = now or datetime.now().astimezone()
     stacked, positions = len(finished), info.positions if info else None
     remaining = max(positions - stacked, pending) if positions is not None else pending
-    times = sorted(t for t in (_when(text) for text in finished) if t is not None)[-_RATE_WINDOW:]
+    times = sorted(t for t in (parse_time(text) for text in finished) if t is not None)[-_RATE_WINDOW:]
     rate = None
     if len(times) >= 2 and times[-1] > times[0]:
         rate = (len(times) - 1) / (times[-1] - times[0]).total_seconds()
@@ -87,13 +92,6 @@ def progress(scan: str, finished: list[str], pending: int, info: ScanInfo | None
                         round(rate * 60, 2) if rate else None, eta)
 
 
-def _when(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return None
-
-
 def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId], int]:
     """The stacks in the hot folder that are not done with their current inputs (or whose result is gone), and
     the number of files no stack can take -- as the daemon would see them (for ``status`` and the report)."""
@@ -102,24 +100,13 @@ def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId
 
 
 def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], int, dict[str, ScanInfo | None]]:
+    """One walk of the hot folder, fed to a tracker exactly as the daemon feeds its own (its intake)."""
     if not settings.hot_folder.is_dir():
         return [], 0, {}
-    folder = HotFolder(settings.hot_folder, settings.naming.extensions, exclude=excluded_results(settings))
     tracker = StackTracker(settings.naming, settings.completeness)
-    infos: dict[str, ScanInfo | None] = {}
-    for found in folder.walk():
-        if found.kind == "frame":
-            tracker.observe(found.scan, found.name, folder.look(found.path))
-        elif found.kind == "scan_json":
-            infos[found.scan] = folder.scan_info(found.path)
-        elif found.kind == "archive":
-            state = folder.look(found.path)
-            try:
-                members = folder.archive_frames(found.path) or {}
-            except (ArchiveRefused, OSError):
-                members = {}
-            for name, size in members.items():
-                tracker.observe(found.scan, name, FileState(size, state.mtime_ns if state else 0, True))
+    intake = Intake(settings.hot_folder, settings, tracker)
+    intake.start_walk()
+    intake.continue_walk(None)
     unplaced = sum(1 for _scan, item in tracker.take_unplaced() if not item.quiet)
     pending = []
     for stack, signature in tracker.stacks():
@@ -129,7 +116,18 @@ def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], 
             record = None
         if record is None:
             pending.append(stack)
-    return pending, unplaced, infos
+    return pending, unplaced, {scan: tracker.scan_info(scan) for scan in tracker.scans()}
+
+
+def report_pending(store: ResultStore, stacks: Iterable[StackId]) -> list[PendingStack]:
+    """``stacks`` as the report shows the stacks still to do (one with an unsafe id is never stacked: not shown)."""
+    pending = []
+    for stack in stacks:
+        try:
+            pending.append(PendingStack(store.paths(stack).record, stack.stack))
+        except UnsafePathError:
+            continue
+    return pending
 
 
 def _cluster(address: str) -> dict:

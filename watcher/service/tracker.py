@@ -53,17 +53,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from watcher.config import CompletenessSettings, NamingSettings
+from watcher.names import natural_key
+from watcher.record import Signature
 from watcher.service.naming import (
     ScanInfo,
     StackId,
     Unplaced,
     expected_frames,
     group_files,
-    natural_key,
     unbroken_prefix,
 )
-
-Signature = tuple[tuple[str, int, int], ...]  # per frame in frame order: (name, size, mtime_ns)
 
 MAX_BACKOFF_SECONDS = 300.0
 _REFRESH_BUDGET = 0.05  # s of regrouping per ready() call: a start-up with 100 000 files spreads over passes
@@ -207,9 +206,10 @@ class StackTracker:
     def scans(self) -> list[str]:
         return list(self._scans)
 
-    def has_scan_info(self, scan: str) -> bool:
+    def scan_info(self, scan: str) -> ScanInfo | None:
+        """What the scan's scan.json said last (None: none, or unreadable)."""
         folder = self._scans.get(scan)
-        return folder is not None and folder.info is not None
+        return folder.info if folder is not None else None
 
     # --- what to do next -----------------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """What runs a stack, wherever it runs: :func:`execute`, the job function shared by every executor.
 
 :func:`execute` is the only bridge between the daemon and the engine: it calls
-:func:`watcher.stacking.pipeline.stack_to_file` with what the :class:`JobSpec` says and sorts the result into an
-:class:`Outcome`. The local pool runs it in a worker process (:func:`run`: one stack, under a memory limit,
-reported back over a pipe); the Dask executor runs it in a task on a cluster worker
-(:mod:`watcher.service.dask_task`). So a field added to the job reaches the engine the same way on both.
-Imported by the forkserver at start-up, so numpy and OpenCV are loaded once and each worker forks ready to go.
+:func:`watcher.stacking.pipeline.stack_to_file` with what the :class:`~watcher.service.executor.JobSpec` says and
+sorts the result into an :class:`~watcher.service.executor.Outcome`. The local pool runs it in a worker process
+(:func:`run`: one stack, under a memory limit, reported back over a pipe); the Dask executor runs it in a task
+on a cluster worker (:mod:`watcher.service.dask_task`). So a field added to the job reaches the engine the same
+way on both. Imported by the forkserver at start-up, so numpy and OpenCV are loaded once and each worker forks
+ready to go.
 
 Errors are sorted by what can fix them:
 
@@ -25,65 +26,20 @@ import select
 import socket
 import threading
 import traceback
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from watcher.atomic import write_atomic
-from watcher.config import StackingSettings
-from watcher.stacking.calibration import Calibration
-from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, decode_frame
+from watcher.service.executor import JobSpec, Outcome, OutcomeKind
+from watcher.stacking.frames import FrameError, FrameUnavailable, decode_frame
 from watcher.stacking.metadata import srgb_profile
 from watcher.stacking.output import encode_image, srgb_encoded
 from watcher.stacking.pipeline import StackError, stack_to_file
 from watcher.stacking.probe import is_raw_name, probe_image
 from watcher.stacking.raw import set_libraw_threads
 from watcher.stacking.sharpest import sharpest_frame
-
-# What a stack's run can come to. The worker reports the first four; the pool adds the last two.
-OK = "ok"  # the result and its record are written
-FAILED = "failed"  # the content is bad: a retry cannot fix it
-UNAVAILABLE = "unavailable"  # an input could not be read now (environment): wait, try again
-UNWRITABLE = "unwritable"  # the result could not be written (disk full, read-only): wait, try again
-DIED = "died"  # the worker process ended without an outcome (killed, crashed)
-TIMEOUT = "timeout"  # it ran past workers.stack_timeout_seconds and was killed
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """Everything a worker needs (picklable)."""
-
-    stack: str
-    sources: tuple[FrameSource, ...]
-    image: Path
-    depthmap: Path | None
-    settings: StackingSettings
-    memory_limit_bytes: int  # on top of what the worker process already uses when it starts
-    threads: int
-    daemon_pid: int  # the worker ends itself when this process dies
-    fallback: bool = False  # on failure, place the sharpest readable frame at ``image``
-    thumbnail: Path | None = None  # the report's thumbnail of the result (and of the depth map, if one is made)
-    depth_thumbnail: Path | None = None
-    calibration: Calibration | None = None  # the scan's focus-step transforms, checked and reused
-    deep_image: Path | None = None  # a raw stack's 16-bit image beside the (JPEG) image
-
-    def outputs(self) -> dict[str, Path]:
-        """The files this job may write, by kind (``image``, ``deep_image``, ``depthmap``, ``thumbnail``,
-        ``depth_thumbnail``)."""
-        named = {"image": self.image, "deep_image": self.deep_image, "depthmap": self.depthmap,
-                 "thumbnail": self.thumbnail, "depth_thumbnail": self.depth_thumbnail}
-        return {kind: path for kind, path in named.items() if path is not None}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: str  # one of the kinds above
-    message: str | None = None  # what went wrong, for every kind but OK
-    record: dict | None = None  # OK: the engine's record
-    fallback: dict | None = None  # FAILED with a fallback image: {"frame": name, "index": position}
 
 
 def run(spec: JobSpec, conn: Connection) -> None:
@@ -112,9 +68,9 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
                                calibration=spec.calibration)
         record["worker_peak_rss_mb"] = _peak_rss_mb()
         record["worker"] = {"host": socket.gethostname(), "name": worker}
-        outcome = Outcome(OK, record=record)
+        outcome = Outcome(OutcomeKind.OK, record=record)
     except FrameUnavailable as exc:
-        outcome = Outcome(UNAVAILABLE, str(exc))
+        outcome = Outcome(OutcomeKind.UNAVAILABLE, str(exc))
     except (FrameError, StackError) as exc:
         outcome = _failed(spec, str(exc))
     except MemoryError:
@@ -123,7 +79,7 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
         message = str(exc).strip().splitlines()[-1]
         outcome = _failed(spec, out_of_memory if "Insufficient memory" in message else f"OpenCV error: {message}")
     except OSError as exc:  # reading frames raises FrameError or FrameUnavailable, so this is writing the result
-        outcome = Outcome(UNWRITABLE, f"cannot write the result: {exc}")
+        outcome = Outcome(OutcomeKind.UNWRITABLE, f"cannot write the result: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bug must fail one stack, not leave it looping
         outcome = _failed(spec, f"internal error: {type(exc).__name__}: {exc} | {traceback.format_exc(limit=-3)}")
     return outcome
@@ -132,11 +88,11 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
 def _failed(spec: JobSpec, message: str) -> Outcome:
     """A failed stack; with ``spec.fallback``, its sharpest readable frame is written where the result goes."""
     if not spec.fallback:
-        return Outcome(FAILED, message)
+        return Outcome(OutcomeKind.FAILED, message)
     try:
         best = sharpest_frame(spec.sources, spec.settings)
         if best is None:
-            return Outcome(FAILED, message + " (no frame readable for a fallback image)")
+            return Outcome(OutcomeKind.FAILED, message + " (no frame readable for a fallback image)")
         wanted = spec.settings.output_format
         if wanted == "jpg" and not is_raw_name(best.name) and probe_image(best.data, whole_file=False).format == "jpeg":
             data = best.data  # the camera's own file, EXIF and all
@@ -147,10 +103,10 @@ def _failed(spec: JobSpec, message: str) -> Outcome:
                                 icc=srgb_profile() if frame.linear else frame.icc)[0]
         write_atomic(spec.image, data)
     except OSError as exc:
-        return Outcome(UNWRITABLE, f"cannot write the fallback image: {exc}")
+        return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the fallback image: {exc}")
     except MemoryError:
-        return Outcome(FAILED, message + " (out of memory choosing a fallback image)")
-    return Outcome(FAILED, message, fallback={"frame": best.name, "index": best.index})
+        return Outcome(OutcomeKind.FAILED, message + " (out of memory choosing a fallback image)")
+    return Outcome(OutcomeKind.FAILED, message, fallback={"frame": best.name, "index": best.index})
 
 
 def _end_with(daemon_pid: int) -> None:

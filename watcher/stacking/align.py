@@ -54,7 +54,8 @@ class PairAlignment:
     """Result of aligning one frame to its neighbour, at alignment resolution."""
 
     warp: np.ndarray  # (3, 3) float64: neighbour coords -> frame coords
-    model: str  # "homography" | "affine" | "translation" (estimated), "predicted", or "identity" (not placed)
+    model: str  # "homography" | "affine" | "translation" (estimated), "predicted", "calibrated" (the scan's
+    # calibration held), or "identity" (not placed)
     correlation: float  # correlation of the chosen warp at alignment resolution (NaN when not placed)
     tried: tuple[str, ...]  # why estimates were not taken (for the record, not a warning)
     warnings: tuple[str, ...]  # only when the frame could not be placed at all

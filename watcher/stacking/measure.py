@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -39,6 +40,7 @@ UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover
 _BITS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
 _CHANGE_QUANTILE = 50  # focus_change is measured where either frame scores above its median (textured pixels)
 _BLUR_SIDE = 320  # px: neighbours' relative blur is fitted on copies this long on their longer side
+T = TypeVar("T")
 
 
 @dataclass
@@ -125,10 +127,8 @@ def measure(
 ) -> Measured:
     """Place, match and score every frame (decoded small) and decide the depth map; see the module docstring.
 
-    The reference is measured first; then the two sides of the stack (later frames, earlier frames), each a chain
-    of neighbours, are measured in two threads at once (OpenCV and numpy release the GIL), and their scores are
-    folded into the votes in a fixed order -- the reference, then one frame of each side in turn -- so that the
-    result never depends on which thread was faster.
+    Frames are measured in placement order, two at a time (:func:`in_placement_order`), and folded into the votes
+    in a fixed order, so that the result never depends on which thread was faster.
 
     ``calibration``: transforms of an earlier stack of the same scan, checked and reused where they hold.
     """
@@ -142,28 +142,55 @@ def measure(
         timer.add("decode_preview", begin)
         return frame
 
-    first = load(reference)
+    first: Frame | None = load(reference)
     state = _Measuring(first, settings, count, reference)
     if calibration is not None and calibration.fits(state.shape, count, reference):
         state.calibration = calibration
     records: list[dict] = [{} for _ in range(count)]
-    done = 0
 
-    def fold(measured: _FrameMeasure) -> None:
-        nonlocal done
+    def measure_one(index: int) -> _FrameMeasure:
+        nonlocal first
+        if index == reference:
+            frame, first = first, None  # the reference's preview is not kept past its measurement
+        else:
+            frame = load(index)
+            check_matches(frame.name, frame.full_shape, frame.pixels.dtype, state.shape, state.dtype,
+                          sources[reference].name)
+        return state.measure_frame(index, frame, timer)
+
+    def fold(measured: _FrameMeasure, done: int) -> None:
         state.votes.add(measured.index, measured.score, [measured.neighbour] if measured.neighbour else [])
         records[measured.index] = measured.record
-        done += 1
         if progress:
             progress("measure", done, count)
 
-    fold(state.measure_frame(reference, first, timer))
-    del first
+    in_placement_order(reference, count, measure_one, fold)
+    for index, record in enumerate(records):
+        record["focus_change"] = state.focus_changes.get(index)
+    begin = time.perf_counter()
+    steps = [state.blur_steps[index] for index in sorted(state.blur_steps)]
+    depth = decide(state.votes, count, float(np.median(steps)) if steps else None)
+    timer.add("decide", begin)
+    return Measured(
+        shape=state.shape, dtype=state.dtype, decision_shape=state.decision_shape, warps=state.warps,
+        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=state.exif, icc=state.icc,
+    )
+
+
+def in_placement_order(reference: int, count: int, work: Callable[[int], T], fold: Callable[[T, int], None]) -> None:
+    """``work(index)`` for every frame, ``fold(result, how many so far)`` for each, in a fixed order.
+
+    The reference is worked first; then the two sides of the stack (later frames, earlier frames), each a chain of
+    neighbours worked outward in order, run in two threads at once (OpenCV and numpy release the GIL). Results
+    are folded on the calling thread in placement order -- the reference, then one frame of each side in turn --
+    whichever thread was faster. The earlier side's first frame is worked only after the later side's first (its
+    step is predicted from that one). An exception in ``work`` or ``fold`` stops both sides and is raised here.
+    """
+    fold(work(reference), 1)
+    done = 1
     sides = {+1: list(range(reference + 1, count)), -1: list(range(reference - 1, -1, -1))}
     results = {side: queue.Queue(maxsize=1) for side in sides}
     stop = threading.Event()
-    # The first step of the earlier side is predicted from the later side's first step: it waits for that frame,
-    # so that what it predicts never depends on which thread ran first.
     later_first_done = threading.Event()
 
     def run_side(side: int) -> None:
@@ -173,14 +200,11 @@ def measure(
                     later_first_done.wait()
                 if stop.is_set():
                     return
-                frame = load(index)
-                check_matches(frame.name, frame.full_shape, frame.pixels.dtype, state.shape, state.dtype,
-                              sources[reference].name)
-                measured = state.measure_frame(index, frame, timer)
+                result = work(index)
                 if side == 1:
                     later_first_done.set()
-                results[side].put(measured)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+                results[side].put(result)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
             results[side].put(exc)
         finally:
             if side == 1:
@@ -193,25 +217,16 @@ def measure(
             for position in range(max(len(frames) for frames in sides.values())):
                 for side, frames in sides.items():
                     if position < len(frames):
-                        measured = results[side].get()
-                        if isinstance(measured, BaseException):
-                            raise measured
-                        fold(measured)
+                        result = results[side].get()
+                        if isinstance(result, BaseException):
+                            raise result
+                        done += 1
+                        fold(result, done)
         finally:
             stop.set()
-            for side in sides:  # unblock a side waiting to hand over its next frame
+            for side in sides:  # unblock a side waiting to hand over its next result
                 while not results[side].empty():
                     results[side].get_nowait()
-    for index, record in enumerate(records):
-        record["focus_change"] = state.focus_changes.get(index)
-    begin = time.perf_counter()
-    steps = [state.blur_steps[index] for index in sorted(state.blur_steps)]
-    depth = decide(state.votes, count, float(np.median(steps)) if steps else None)
-    timer.add("decide", begin)
-    return Measured(
-        shape=state.shape, dtype=state.dtype, decision_shape=state.decision_shape, warps=state.warps,
-        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=state.exif, icc=state.icc,
-    )
 
 
 @dataclass
