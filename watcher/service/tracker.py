@@ -1,7 +1,7 @@
 """Deciding when a stack is ready: pure logic over what was seen of each file, and a clock.
 
 The tracker never touches the disk and never sleeps: the daemon tells it what it saw (a file's size, mtime,
-whether its end marker is there, whether a writer still has it open) and asks which stacks are ready. The clock
+whether it is whole by its format, whether a writer still has it open) and asks which stacks are ready. The clock
 is injected, so every rule below is a unit test.
 
 **Time is the daemon's, never the file's.** Every quiet period and timeout counts from when the tracker first saw
@@ -289,7 +289,7 @@ class StackTracker:
 
     def awaiting_timeout(self) -> list[StackId]:
         """Open stacks that ``stack_timeout_seconds`` may still complete (or make usable, for a frame that never
-        got its end marker): what ``once`` waits for once nothing is :meth:`ready`. Not a stack whose scan is
+        became whole): what ``once`` waits for once nothing is :meth:`ready`. Not a stack whose scan is
         still going with a known count (only its count readies it), nor one backing off (see :meth:`waiting`)."""
         self._refresh()
         found = []
