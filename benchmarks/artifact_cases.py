@@ -39,7 +39,7 @@ _PAPER = (0.80, 0.84, 0.86)
 _TURNTABLE = (0.93, 0.93, 0.93)
 
 
-def _coverage(size: tuple[int, int], draw: Callable[[np.ndarray, int], None]) -> np.ndarray:
+def drawn_coverage(size: tuple[int, int], draw: Callable[[np.ndarray, int], None]) -> np.ndarray:
     """Anti-aliased (H, W) float32 coverage of what ``draw(canvas, scale)`` paints (255) on a canvas ``scale``
     times larger; ``draw`` multiplies its coordinates and thicknesses by ``scale``."""
     width, height = size
@@ -81,7 +81,7 @@ def strokes_scene(size: tuple[int, int], rng: np.random.Generator) -> list[Layer
             pts = np.array([[px * width * s, py * height * s] for px, py in points], np.int32)
             cv2.polylines(canvas, [pts], False, 255, 8 * s, cv2.LINE_AA)
 
-    _paint(board, _coverage(size, traces), _TRACE, micro_texture(shape, rng, 0.1))
+    _paint(board, drawn_coverage(size, traces), _TRACE, micro_texture(shape, rng, 0.1))
 
     def pads(canvas, s):
         pad_w, pad_h = 0.11 * width, 0.11 * height
@@ -91,7 +91,7 @@ def strokes_scene(size: tuple[int, int], rng: np.random.Generator) -> list[Layer
                 bottom_right = (round((cx + pad_w / 2) * s), round((cy + pad_h / 2) * s))
                 cv2.rectangle(canvas, top_left, bottom_right, 255, -1)
 
-    _paint(board, _coverage(size, pads), _PAD, micro_texture(shape, rng, 0.15))
+    _paint(board, drawn_coverage(size, pads), _PAD, micro_texture(shape, rng, 0.15))
 
     def silkscreen(canvas, s):
         margin = 0.03 * width
@@ -104,7 +104,7 @@ def strokes_scene(size: tuple[int, int], rng: np.random.Generator) -> list[Layer
         cv2.line(canvas, (round(0.02 * width * s), round(0.95 * height * s)),
                  (round(0.6 * width * s), round(0.95 * height * s)), 255, 12 * s, cv2.LINE_AA)
 
-    _paint(board, _coverage(size, silkscreen), _SILKSCREEN, micro_texture(shape, rng, 0.005))
+    _paint(board, drawn_coverage(size, silkscreen), _SILKSCREEN, micro_texture(shape, rng, 0.005))
 
     # The component: a black box whose top carries white markings (a ring and a "1").
     corner = 0.04 * width
@@ -119,7 +119,7 @@ def strokes_scene(size: tuple[int, int], rng: np.random.Generator) -> list[Layer
         cv2.circle(canvas, (round(cx * s), round(cy * s)), round(0.12 * height * s), 255, 8 * s, cv2.LINE_AA)
         _text(canvas, s, "1", (box[0] + 0.04 * width, box[1] + 0.12 * height), 0.08 * height, 10)
 
-    _paint(top, _coverage(size, marking), _SILKSCREEN, micro_texture(shape, rng, 0.02))
+    _paint(top, drawn_coverage(size, marking), _SILKSCREEN, micro_texture(shape, rng, 0.02))
     component_depth = (0.05 * (1 - v) * np.ones_like(u)).astype(np.float32)
     return [Layer(board, None, board_depth), Layer(top, alpha, np.broadcast_to(component_depth, shape).copy())]
 

@@ -24,10 +24,12 @@ from pathlib import Path
 
 from benchmarks.synthetic import make_focal_stack
 from watcher.config import StackingSettings
+from watcher.layout import INDEX
 from watcher.report import PendingStack, RefreshStats, Report
+from watcher.report.paths import scan_page as scan_page_of
 from watcher.report.paths import thumbnail as thumbnail_path
 from watcher.service.naming import StackId
-from watcher.service.results import build_record
+from watcher.service.records import build_record
 from watcher.stacking.output import encode_image, thumbnail
 from watcher.stacking.pipeline import stack
 
@@ -124,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         full = report.rebuild(pending)
         lines.append(row("full rebuild after one stack changed (walk + one scan)", time.perf_counter() - started, full))
-        index = results.root / "index.html"
-        scan_page = results.root / "report" / last / "index.html"
+        index = results.root / INDEX
+        scan_page = results.root / scan_page_of(last)
         print("\n".join(lines))
         print(f"\nindex.html {index.stat().st_size / 1024:.0f} KiB, a {per_scan}-stack scan page "
               f"{scan_page.stat().st_size / 1024:.0f} KiB, its state "

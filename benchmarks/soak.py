@@ -2,6 +2,7 @@
 
     uv run python -m benchmarks.soak --minutes 30 --stacks 2000          # the full campaign
     uv run python -m benchmarks.soak --minutes 1 --stacks 90             # what the test suite runs
+    uv run python -m benchmarks.soak --minutes 3 --stacks 200 --workers 2 --executor dask   # a plain Dask cluster
 
 A simulated rig writes scans the way OpenScan3 does (final names written directly, positions out of order, frames
 of a position together, scan.json rewritten atomically after each position) while faults are injected; the daemon
@@ -19,6 +20,11 @@ archives each stack's inputs after its result (``results.after_success = "archiv
   512 MiB; a FIFO and a link to /dev/zero as scan.json, symlinked frames (one to /dev/zero) and a FIFO frame;
 - a symlink out of the hot folder and names trying path traversal; as root, a results folder that turns
   read-only and one that fills up (a small tmpfs), and a tiny inotify queue so events overflow.
+
+With ``--executor dask`` the stacks run on a plain Dask cluster on this machine (``dask scheduler`` and
+``--workers`` times ``dask worker``, no ``--resources``: benchmarks/local_dask.py), started and stopped by the night
+itself, and the faults of the cluster replace the local worker kills: a worker killed mid-stack (twice), and the
+scheduler stopped and started again once, its workers with it (as their units' ``Restart=always`` would).
 
 The reconciliation (benchmarks/soak_report.py) counts, per planned stack, what the results folder, the archive
 and the daemon's log say happened.
@@ -48,6 +54,7 @@ from pathlib import Path
 
 import cv2
 
+from benchmarks.local_dask import Cluster
 from benchmarks.soak_report import CORRUPTIONS, Planned, read_record, reconcile, records, report
 from benchmarks.synthetic import make_focal_stack
 
@@ -71,18 +78,24 @@ class Night:
     stacks: int
     workers: int
     burst: int = 30  # stacks written at once, faster than any pool drains
+    executor: str = "local"  # or "dask": a plain Dask cluster of ``workers`` workers, started by the night
     seed: int = 0
     as_root: bool = field(default_factory=lambda: os.geteuid() == 0)
 
     def __post_init__(self) -> None:
         self.hot, self.results, self.outside = self.root / "hot", self.root / "results", self.root / "outside"
         self.archive = self.root / "archive"
+        self.cluster = Cluster(self.root / "cluster", prefix=UNPRIVILEGED if self.as_root else []) \
+            if self.executor == "dask" else None
         self.plan: dict[str, Planned] = {}
         self.counts = Counter()
         self.rss: list[tuple[float, int]] = []  # (time, daemon RSS kB) of the current incarnation
         self.rss_runs: list[list[tuple[float, int]]] = []
         self.peak_kb = 0
         self.daemon: subprocess.Popen | None = None
+        # A restart and the second daemons' check take turns: a ``once`` that reaches the lock while the daemon is
+        # down takes it, rightly, and the restarted daemon is then the one refused.
+        self.lifecycle = threading.Lock()
         self.notify = Notifications(self.root / "notify.sock")
         self.rng = random.Random(self.seed)
         case = make_focal_stack("coffee_tilt", size=(320, 240), n_frames=FRAMES, seed=self.seed)
@@ -102,13 +115,14 @@ class Night:
 
     def config(self) -> Path:
         path = self.root / "config.toml"
+        cluster = f'executor = "dask"\ndask_scheduler = "{self.cluster.address}"\n' if self.cluster else ""
         path.write_text(
             f'hot_folder = "{self.hot}"\nresults_folder = "{self.results}"\n'
             "[naming]\nmode = \"regex\"\npattern = '(?P<stack>.+)_fs(?P<frame>\\d+)'\n"
             f"stack_size = {FRAMES}\n"
             f"[completeness]\nsettle_seconds = {SETTLE}\nstack_timeout_seconds = {STACK_TIMEOUT}\n"
             "[observer]\nrescan_seconds = 5.0\n"
-            f"[workers]\ncount = {self.workers}\nqueue_size = 8\nstop_grace_seconds = 10.0\n"
+            f"[workers]\ncount = {self.workers}\nqueue_size = 8\nstop_grace_seconds = 10.0\n{cluster}"
             f'[results]\nafter_success = "archive"\narchive_folder = "{self.archive}"\n'
             "[logging]\nfile_max_bytes = 200000000\n"
         )
@@ -125,7 +139,7 @@ class Night:
             self.notify.new_run()
             with open(self.root / "daemon.stderr", "ab") as stderr:
                 self.daemon = subprocess.Popen(self.command(), stderr=stderr, start_new_session=True, env=env)
-            _wait(lambda: self.notify.ready >= self.counts["starts"] + 1, 60)
+            _wait(lambda: self.notify.ready >= self.counts["starts"] + 1, 180)  # a safety net for loaded machines
         self.counts["starts"] += 1
         self.rss = []
         self.rss_runs.append(self.rss)
@@ -145,10 +159,11 @@ class Night:
 
     def second_daemons(self) -> None:
         """A second ``run`` and a ``once`` beside the running daemon: each must exit 2 at once."""
-        for what in ("run", "once"):
-            self.counts["second_daemons"] += 1
-            done = subprocess.run(self.command(what), capture_output=True, text=True, timeout=60, check=False)
-            self.counts["second_daemons_refused"] += done.returncode == 2 and "is in use" in done.stderr
+        with self.lifecycle:
+            for what in ("run", "once"):
+                self.counts["second_daemons"] += 1
+                done = subprocess.run(self.command(what), capture_output=True, text=True, timeout=60, check=False)
+                self.counts["second_daemons_refused"] += done.returncode == 2 and "is in use" in done.stderr
 
     def kill_a_worker(self) -> bool:
         workers = [pid for pid in _descendants(self.daemon.pid) if _is_stacking_worker(pid)]
@@ -221,8 +236,10 @@ class Night:
         self.counts["tmpfs"] = int(bool(tmpfs))
         stop_sampling = threading.Event()
         threading.Thread(target=self.sample_rss, args=(stop_sampling,), daemon=True).start()
-        self.start()
         try:
+            if self.cluster:
+                self._start_cluster()
+            self.start()
             self._write_night(tmpfs)
             self._wait_until_done()
             self.stop(signal.SIGTERM)
@@ -230,6 +247,8 @@ class Night:
             stop_sampling.set()
             if self.daemon is not None and self.daemon.poll() is None:
                 os.killpg(self.daemon.pid, signal.SIGKILL)
+            if self.cluster:
+                self.cluster.close()
             self.rows, self.failures, self.duplicates = reconcile(self)
             self.worker_peaks = [r.get("worker_peak_rss_mb", 0) for r in records(self.results)]
             if tmpfs:
@@ -251,7 +270,7 @@ class Night:
                 fault = faults.get(index, "")
                 name = f"scan{s + 1:02d}_{position:03d}"
                 self._fault(fault, scan, name, position)
-                if fault not in ("copied", "replaced", "unreadable", "paused"):
+                if fault not in ("copied", "replaced", "unreadable", "paused", "kill_dask_worker"):
                     self.write_stack(scan, name, fault if fault in (*CORRUPTIONS, "slow", "incomplete") else "")
                 if fault == "delete":
                     self._delete_soon(scan, name)
@@ -265,10 +284,15 @@ class Night:
         if fault == "burst":
             self._burst(scan, position)
         elif fault in ("sigkill", "sigterm", "sigint"):
-            self.stop(signal.Signals[fault.upper()])
-            self.start()
+            with self.lifecycle:
+                self.stop(signal.Signals[fault.upper()])
+                self.start()
         elif fault == "kill_worker":
             _wait(self.kill_a_worker, 20, fail=False)
+        elif fault == "kill_dask_worker":
+            self._big_stack(scan, name, fault, self._kill_its_worker, after="stack.running")
+        elif fault == "restart_scheduler":
+            threading.Thread(target=self._restart_scheduler, daemon=True).start()
         elif fault == "readonly":
             threading.Thread(target=self._read_only_for, args=(15,), daemon=True).start()
         elif fault == "full":
@@ -315,6 +339,9 @@ class Night:
         if tmpfs:
             place(0.50, "readonly")
             place(0.78, "full")
+        if self.cluster:  # the cluster's faults instead of the local pool's
+            schedule = {i: "kill_dask_worker" if f == "kill_worker" else f for i, f in schedule.items()}
+            place(0.38, "restart_scheduler")
         return schedule
 
     def _burst(self, scan: Path, avoid: int) -> None:
@@ -359,8 +386,9 @@ class Night:
         (scan / f"{name}_fs02.jpg").write_bytes(self.frame_bytes[2])
         planned.frames.append(f"{name}_fs02.jpg")
 
-    def _big_stack(self, scan: Path, name: str, fault: str, then) -> Planned:
-        """A stack of large frames (~1 s of stacking); ``then(scan, name, tail)`` runs once it has started."""
+    def _big_stack(self, scan: Path, name: str, fault: str, then, after: str = "stack.started") -> Planned:
+        """A stack of large frames (~1 s of stacking); ``then(scan, name, tail, event)`` runs once the daemon has
+        logged ``event``, its ``after`` line (the stack started; on a cluster, ``stack.running``: it runs there)."""
         planned = self.planned(scan, name, fault)
         tail = LogTail(self.root / "daemon.stderr")
         for k in range(FRAMES):
@@ -368,18 +396,52 @@ class Night:
             planned.frames.append(f"{name}_fs{k:02d}.jpg")
 
         def wait_then() -> None:
-            if _wait(lambda: tail.seen("stack.started", planned.stack), 120, fail=False):
-                then(scan, name, tail)
+            found: list[dict] = []
+            if _wait(lambda: found.extend(tail.found(after, planned.stack)) or found, 120, fail=False):
+                then(scan, name, tail, found[0])
 
         threading.Thread(target=wait_then, daemon=True).start()
         return planned
 
-    def _replace(self, scan: Path, name: str, tail: LogTail) -> None:
+    def _start_cluster(self) -> None:
+        """The scheduler and ``workers`` plain workers (no memory resource declared), all connected."""
+        self.cluster.root.mkdir()
+        self.cluster.start_scheduler()
+        for k in range(self.workers):
+            self.cluster.start_worker(f"w{k + 1}", None)
+        self.cluster.wait_for_workers(self.workers)
+
+    def _kill_its_worker(self, scan: Path, name: str, tail: LogTail, running: dict) -> None:
+        """SIGKILL to the Dask worker process running this stack, mid-stack: its nanny starts a new one, the
+        scheduler runs the stack again (the daemon counts the run: ``stack.retry``)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running["pid"], signal.SIGKILL)
+            self.counts["workers_killed"] += 1
+
+    def _restart_scheduler(self) -> None:
+        """``dask scheduler`` stopped (SIGTERM) and started again at the same address; meanwhile each ``dask
+        worker`` that ends (they end without a scheduler) is started again, as its unit's ``Restart=always``
+        would, until the new scheduler has them all."""
+        self.cluster.stop_scheduler()
+        self.cluster.start_scheduler()
+
+        def all_back() -> bool:
+            for name, process in list(self.cluster.workers.items()):
+                if process.poll() is not None:
+                    self.cluster.start_worker(name, None)
+            with contextlib.suppress(OSError):
+                return len(self.cluster.info()) >= self.workers
+            return False
+
+        if _wait(all_back, 180, fail=False, interval=0.5):
+            self.counts["scheduler_restarts"] += 1
+
+    def _replace(self, scan: Path, name: str, tail: LogTail, _started: dict) -> None:
         """Frame 1 rewritten with other content while its stack is fused: it must not be archived unstacked."""
         (scan / f"{name}_fs01.jpg").write_bytes(self.big_bytes[FRAMES])
         self.counts["frames_replaced"] += 1
 
-    def _unreadable(self, scan: Path, name: str, tail: LogTail) -> None:
+    def _unreadable(self, scan: Path, name: str, tail: LogTail, _started: dict) -> None:
         """EACCES on the frames a worker reads last (a permission fixed later): the stack waits, then succeeds."""
         ends = [scan / f"{name}_fs{k:02d}.jpg" for k in (0, FRAMES - 1)]
         for path in ends:
@@ -423,11 +485,17 @@ class Night:
 
     def _delete_a_result(self) -> None:
         """The result image of a stack done earlier, deleted (OpenScan's "delete photos"): it is made again.
-        (A zip's stack: other stacks' inputs are archived, and with them gone there is nothing to stack.)"""
-        done = [p for p in self.plan.values() if p.expect == "ok" and p.runs == 1
-                and (record := read_record(self.results, p)) and record["status"] == "ok"
-                and p.stack.split("/")[1].endswith(".zip")]
-        if done:
+        (A zip's stack: other stacks' inputs are archived, and with them gone there is nothing to stack.) The rig
+        waits for one to be done: a read-only results folder or a restart may have held them back."""
+        done: list[Planned] = []
+
+        def find() -> list[Planned]:
+            done.extend(p for p in self.plan.values() if p.expect == "ok" and p.runs == 1
+                        and (record := read_record(self.results, p)) and record["status"] == "ok"
+                        and p.stack.split("/")[1].endswith(".zip"))
+            return done
+
+        if _wait(find, 180, fail=False):
             planned = done[0]
             planned.runs, planned.fault = 2, "result_deleted"
             record = read_record(self.results, planned)
@@ -476,8 +544,11 @@ class Night:
 
     def _wait_until_done(self) -> None:
         def settled() -> bool:
-            return all(read_record(self.results, p) is not None for p in self.plan.values()
-                       if p.expect in ("ok", "failed"))
+            """Every stack that must have a record has one, and each ok record's result is there (a deleted one
+            made again)."""
+            return all((record := read_record(self.results, p)) is not None
+                       and (record["status"] != "ok" or (self.results / record.get("output", "")).is_file())
+                       for p in self.plan.values() if p.expect in ("ok", "failed"))
 
         _wait(settled, 300, fail=False)
         time.sleep(3)  # let anything late (a rescan, a result made again) show up before stopping
@@ -492,6 +563,10 @@ class LogTail:
         self.buffer = b""
 
     def seen(self, event: str, stack: str) -> bool:
+        return bool(self.found(event, stack))
+
+    def found(self, event: str, stack: str) -> list[dict]:
+        """The lines of ``event`` about ``stack`` written since the last look."""
         with contextlib.suppress(OSError), open(self.path, "rb") as handle:
             handle.seek(self.offset)
             chunk = handle.read()
@@ -499,12 +574,13 @@ class LogTail:
             self.buffer += chunk
         lines = self.buffer.split(b"\n")
         self.buffer = lines.pop()
+        found = []
         for line in lines:
             with contextlib.suppress(ValueError):
-                found = json.loads(line)
-                if found.get("event") == event and found.get("stack") == stack:
-                    return True
-        return False
+                entry = json.loads(line)
+                if entry.get("event") == event and entry.get("stack") == stack:
+                    found.append(entry)
+        return found
 
 
 class Notifications:
@@ -539,8 +615,9 @@ class Notifications:
                 self._last = None
 
 
-def run_night(root: Path, minutes: float, stacks: int, workers: int, burst: int = 30) -> Night:
-    night = Night(root, minutes, stacks, workers, burst)
+def run_night(root: Path, minutes: float, stacks: int, workers: int, burst: int = 30,
+              executor: str = "local") -> Night:
+    night = Night(root, minutes, stacks, workers, burst, executor)
     started = time.monotonic()
     night.night()
     night.seconds = time.monotonic() - started
@@ -552,11 +629,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="how long the rig writes")
     parser.add_argument("--stacks", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) - 1))
+    parser.add_argument("--executor", choices=["local", "dask"], default="local",
+                        help="dask: on a plain Dask cluster of --workers workers, started by the night")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temp folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        night = run_night(root, args.minutes, args.stacks, args.workers)
+        night = run_night(root, args.minutes, args.stacks, args.workers, executor=args.executor)
         print(report(night, night.seconds))
 
 
@@ -590,14 +669,14 @@ def _mount_tmpfs(path: Path, megabytes: int) -> bool:
                           capture_output=True).returncode == 0
 
 
-def _wait(predicate, timeout: float, fail: bool = True) -> bool:
+def _wait(predicate, timeout: float, fail: bool = True, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             if fail:
                 raise TimeoutError("timed out")
             return False
-        time.sleep(0.05)
+        time.sleep(interval)
     return True
 
 

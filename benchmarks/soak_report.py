@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watcher.atomic import is_temp_name
-from watcher.service.lock import PID_NAME
+from watcher.layout import PID_FILE
 
 # What each corrupt frame must make the stack's record say.
 CORRUPTIONS = {
@@ -70,9 +70,9 @@ def events(stderr: Path) -> list[dict]:
     return found
 
 
-def partial(path: Path) -> bool:
+def partial(path: Path, results: Path) -> bool:
     """A file visible under its final name that is not complete."""
-    if path.name == PID_NAME:
+    if path == results / PID_FILE:
         return False
     if not path.is_file():
         return False
@@ -118,11 +118,11 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
         if planned.fault == "slow" and record is not None:
             rows["read before fully written"] += record["inputs"][-1]["size"] != len(night.frame_bytes[-1])
     _disposal(night, rows)
-    allowed = (night.hot, night.results, night.outside, night.archive)
+    allowed = (night.hot, night.results, night.outside, night.archive, night.root / "cluster")  # its logs
     escaped = [p for p in night.root.rglob("*") if p.is_file() and not any(p.is_relative_to(a) for a in allowed)
                and p.name not in ("config.toml", "daemon.stderr", "notify.sock")]
     rows["files written outside results"] = len(escaped)
-    rows["partial files visible"] = sum(1 for p in night.results.rglob("*") if partial(p))
+    rows["partial files visible"] = sum(1 for p in night.results.rglob("*") if partial(p, night.results))
     rows["unsafe names refused"] = sum(1 for e in log if e.get("event") == "file.unplaced"
                                        and "unsafe" in e.get("reason", ""))
     for name, event in (("retries after worker death", "stack.retry"), ("results unwritable (retried)",
@@ -134,6 +134,11 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
         1 for e in log if e.get("event") in ("stack.retry", "stack.failed")
         and any(word in (e.get("error") or "") for word in ("SIGINT", "SIGTERM", "status 255")))
     rows["second daemons not refused"] = night.counts["second_daemons"] - night.counts["second_daemons_refused"]
+    if night.cluster:
+        for name, event in (("cluster disconnections", "cluster.disconnected"),
+                            ("stacks the cluster lost (requeued)", "stack.requeued"),
+                            ("workers called unusable", "cluster.worker_unusable")):
+            rows[name] = sum(1 for e in log if e.get("event") == event)
     return rows, failures, duplicates
 
 
@@ -174,7 +179,8 @@ def report(night, seconds: float) -> str:
     early = sorted(r for _, r in longest[:fifth])[len(longest[:fifth]) // 2] if longest else 0
     late = sorted(r for _, r in longest[-fifth:])[len(longest[-fifth:]) // 2] if longest else 0
     lines = [
-        f"night: {seconds / 60:.1f} min, {len(night.plan)} stacks planned, {night.workers} workers, "
+        f"night: {seconds / 60:.1f} min, {len(night.plan)} stacks planned, {night.workers} workers "
+        f"({'a plain Dask cluster' if night.cluster else 'local pool'}), "
         f"root faults (tmpfs, inotify overflow, EACCES): {'yes' if counts['tmpfs'] else 'no (not root)'}",
         f"{'stacks written':40} {sum(len(p.frames) > 0 for p in night.plan.values()):6}",
         *(f"{key:40} {rows[key]:6}" for key in sorted(rows)),
@@ -185,6 +191,7 @@ def report(night, seconds: float) -> str:
         f"{counts['unreadable_periods']}",
         f"{'second daemons started / refused':40} {counts['second_daemons']:6} / {counts['second_daemons_refused']}",
         f"{'workers killed mid-stack':40} {counts['workers_killed']:6}",
+        *([f"{'scheduler restarts':40} {counts['scheduler_restarts']:6}"] if night.cluster else []),
         f"{'watchdog pings / longest gap s':40} {night.notify.pings:6} / {night.notify.longest_gap:.1f}",
         f"{'busiest loop pass, CPU ms, its own':40} {busiest_pass_ms(night) or 0:6.1f}",
         f"{'stacks deleted by the rig':40} {counts['deleted_stacks']:6}",

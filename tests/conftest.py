@@ -6,6 +6,7 @@ They are part of the repository so that a fresh clone runs every test; a missing
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -28,6 +29,30 @@ def unprivileged(command: list[str]) -> list[str]:
         return command
     return ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
             "--bounding-set=-dac_override,-dac_read_search", *command]
+
+
+_ORIENTATION_ENTRY = b"\x12\x01\x03\x00\x01\x00\x00\x00"  # little-endian EXIF: tag 0x0112, SHORT, count 1
+
+
+def camera_orientation(jpeg: bytes) -> int | None:
+    """The EXIF Orientation a (little-endian EXIF) JPEG's first IFD holds, read here without the project's code."""
+    at = jpeg.find(_ORIENTATION_ENTRY, 0, 1 << 16)
+    return None if at < 0 else int.from_bytes(jpeg[at + 8:at + 10], "little")
+
+
+def with_camera_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """A real camera JPEG (its EXIF little-endian, with an Orientation tag) with that tag set to ``orientation``,
+    the way the camera marks a shot taken turned; the pixels are untouched."""
+    at = jpeg.find(_ORIENTATION_ENTRY, 0, 1 << 16)
+    assert at > 0, "no little-endian Orientation tag in this JPEG's EXIF"
+    return jpeg[:at + 8] + orientation.to_bytes(2, "little") + jpeg[at + 10:]
+
+
+def with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """Insert an EXIF APP1 segment holding only Orientation (the way cameras tag portrait shots)."""
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x0112, 3, 1, orientation) + b"\0\0\0\0"
+    app1 = b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\x00\x00" + tiff
+    return jpeg[:2] + app1 + jpeg[2:]
 
 
 def vendored(folder: str, pattern: str, count: int) -> list[Path]:

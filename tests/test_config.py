@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from watcher.config import ConfigError, Settings, load_settings
 
@@ -19,14 +20,17 @@ def test_example_config_loads_and_states_the_real_defaults():
 
 def test_example_config_documents_every_key():
     text = EXAMPLE.read_text()
-    data = tomllib.loads(text)
-    for name in Settings.model_fields:
-        section = type(getattr(Settings(), name))
-        if hasattr(section, "model_fields"):
-            for key in section.model_fields:
-                assert key in data.get(name, {}) or f"# {key} =" in text, f"{name}.{key} undocumented"
-        else:
-            assert name in data
+
+    def check(model, data: dict, where: str) -> None:
+        for key in type(model).model_fields:
+            value = getattr(model, key)
+            if isinstance(value, BaseModel):  # a section, or a table within one ([stacking.camera])
+                assert key in data, f"[{where}{key}] undocumented"
+                check(value, data[key], f"{where}{key}.")
+            else:
+                assert key in data or f"# {key} =" in text, f"{where}{key} undocumented"
+
+    check(Settings(), tomllib.loads(text), "")
 
 
 def test_priority_file_then_environment_then_flags(tmp_path, monkeypatch):
@@ -62,3 +66,23 @@ def test_bad_settings_fail_naming_the_key(tmp_path, toml, message):
 def test_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_the_alignments_gradient_share_still_loads_under_its_first_name(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text("[stacking]\nmask_threshold = 30\n")  # it read like a setting of the object mask
+    assert load_settings(config).stacking.align_gradient_percent == 30
+    monkeypatch.setenv("FOCUS_WATCHER_STACKING__MASK_THRESHOLD", "20")
+    assert load_settings(None).stacking.align_gradient_percent == 20
+    assert load_settings(config, {"stacking": {"align_gradient_percent": 40}}).stacking.align_gradient_percent == 40
+
+
+def test_camera_data_settings_from_file_and_environment_and_a_bad_make_named(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text('[stacking.camera]\nfocal_length_mm = 16.0\nmake = "Raspberry Pi"\n')
+    monkeypatch.setenv("FOCUS_WATCHER_STACKING__CAMERA__FILL_EXIF", "false")
+    camera = load_settings(config).stacking.camera
+    assert (camera.focal_length_mm, camera.make, camera.fill_exif, camera.pixel_pitch_um) == (
+        16.0, "Raspberry Pi", False, None)
+    with pytest.raises(ConfigError, match=r"stacking\.camera\.make"):
+        load_settings(None, {"stacking": {"camera": {"make": "Caméra"}}})

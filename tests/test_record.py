@@ -7,10 +7,12 @@ import os
 
 import pytest
 
-from watcher.config import ResultsSettings, StackingSettings
+from watcher.config import ResultsSettings
 from watcher.record import UnreadableRecord, parse_record, parse_time, record_from
+from watcher.service.inputs import dispose_inputs
 from watcher.service.naming import StackId
-from watcher.service.results import ResultStore, build_record
+from watcher.service.placement import Placement
+from watcher.service.records import RecordStore, build_record
 
 LATIN1 = os.fsdecode(b"d\xe9j\xe0")  # "d\udce9j\udce0": a latin-1 name from a Samba share
 
@@ -25,20 +27,20 @@ def _strict(data: bytes) -> dict:
 def test_a_record_of_undecodable_names_is_valid_utf8_and_its_stack_stays_done(tmp_path):
     scan, hot = os.fsdecode(b"caf\xe9"), tmp_path / "hot"
     (tmp_path / "results").mkdir()
-    store = ResultStore(tmp_path / "results", ResultsSettings(), StackingSettings())
+    store = RecordStore(Placement(tmp_path / "results", "mirror", "jpg"), after_success="keep")
     stack = StackId(scan, LATIN1)
     frames = [f"{LATIN1}_f{k}.jpg" for k in (1, 2)]
     (hot / scan).mkdir(parents=True)
     for name in frames:
         (hot / scan / name).write_bytes(b"frame")
     signature = tuple((name, 5, (hot / scan / name).stat().st_mtime_ns) for name in frames)
-    paths = store.prepare(stack)
+    paths = store.placement.prepare(stack)
     paths.image.write_bytes(b"image")
     outputs = store.output_sizes([paths.image])
     record = build_record(stack, signature, status="ok", reason="count", attempts=1, started_at=0.0,
                           finished_at=1.0, outputs=outputs, engine={"frames": [{"name": n} for n in frames]},
                           error=f"{hot / scan / frames[0]}: a warning naming the file")
-    store.write_record(stack, record)
+    store.write(stack, record)
 
     written = _strict(paths.record.read_bytes())
     assert written["stack"] == "caf\\xe9/d\\xe9j\\xe0" and written["frames"][0]["name"] == "d\\xe9j\\xe0_f1.jpg"
@@ -48,7 +50,7 @@ def test_a_record_of_undecodable_names_is_valid_utf8_and_its_stack_stays_done(tm
     assert written["error"].endswith("caf\\xe9/d\\xe9j\\xe0_f1.jpg: a warning naming the file")
     assert store.done(stack, signature) is not None  # the exact names match the files, the output is there
     assert store.load(stack).signature == signature
-    assert store.dispose_inputs(hot / scan, scan, signature) == "kept"
+    assert dispose_inputs(ResultsSettings(), hot / scan, scan, signature) == "kept"
 
 
 def test_a_record_from_before_names_were_kept_so_still_counts():

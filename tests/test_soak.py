@@ -1,7 +1,8 @@
 """The overnight promise, compressed: a night of faults against a real daemon (benchmarks/soak.py).
 
 The default run has a shorter night (24 s of writing, 40 stacks, a smaller burst); ``pytest -m slow`` (CI) the
-one-minute night. Both inject every fault of the campaign, and must reconcile to nothing lost, doubled or partial.
+one-minute night, and a short night on a plain Dask cluster. Each injects every fault of the campaign, and must
+reconcile to nothing lost, doubled or partial.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ def test_a_short_night_of_faults_loses_nothing_and_does_nothing_twice(tmp_path):
 @pytest.mark.slow
 def test_a_night_of_faults_loses_nothing_and_does_nothing_twice(tmp_path):
     check(run_night(tmp_path / "night", minutes=1.0, stacks=90, workers=WORKERS))
+
+
+@pytest.mark.slow
+def test_a_night_on_a_plain_dask_cluster_loses_nothing_and_does_nothing_twice(tmp_path):
+    """The night's faults in half a minute of writing (60 stacks) on two plain ``dask worker`` processes (no memory
+    resource declared), with a worker killed mid-stack twice and the scheduler restarted once instead of the local
+    pool's worker kills; reconciled the same way."""
+    night = run_night(tmp_path / "night", minutes=0.5, stacks=60, workers=2, burst=10, executor="dask")
+    check(night)
+    report = format_report(night, night.seconds)
+    assert night.counts["workers_killed"] == 2 and night.counts["scheduler_restarts"] == 1, report
+    assert night.rows["workers called unusable"] == 0, report  # every worker runs focus-watcher
 
 
 def check(night) -> None:

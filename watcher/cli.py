@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("--focus", dest="focus_measure", choices=get_args(FocusMeasure))
     stack.add_argument("--levels", dest="pyramid_levels", type=int, help="ECC pyramid levels 1-6")
     stack.add_argument("--window", dest="focus_window", type=int, help="focus window, odd 3-21")
-    stack.add_argument("--mask-threshold", dest="mask_threshold", type=float, help="ECC gradient mask, 1-100")
+    stack.add_argument("--align-gradients", dest="align_gradient_percent", type=float, metavar="PERCENT",
+                       help="percent of the reference's pixels, strongest gradients first, that alignment uses "
+                       "(1-100)")
+    # the flag's first name, which reads like a setting of --mask: scripts that use it still run
+    stack.add_argument("--mask-threshold", dest="align_gradient_percent", type=float, help=argparse.SUPPRESS)
     stack.add_argument("--sharpen", type=float, help="unsharp mask amount 0-3")
     stack.add_argument("--scales", dest="focus_scales", type=int, help="octaves of the focus measure, 1-6")
     stack.add_argument("--reference", choices=["first", "middle"])
@@ -52,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("--jpeg-quality", dest="jpeg_quality", type=int)
     stack.add_argument("--depth", dest="output_depth", choices=["auto", "8", "16"], help="output bit depth")
     stack.add_argument("--depthmap", type=Path, metavar="FILE", help="also write the depth map here")
+    stack.add_argument("--mask", type=Path, metavar="MASK.png",
+                       help="also write the object mask here: 8-bit grey PNG in the result's geometry, 255 where "
+                       "the object is (sharp in some frame), 0 for the backdrop; the record's \"mask\" says how "
+                       "much of it was inferred")
     stack.add_argument("--json", action="store_true", help="print the stack's record as JSON")
     _add_config_flag(stack)
     stack.set_defaults(handler=_cmd_stack)
@@ -104,10 +112,10 @@ def _daemon_settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from watcher.layout import LOG_NAME
     from watcher.log import configure_logging
     from watcher.service.daemon import Daemon
     from watcher.service.lock import ResultsBusy
-    from watcher.service.results import LOG_NAME
 
     settings = _daemon_settings(args)
     settings.results_folder.mkdir(parents=True, exist_ok=True)
@@ -117,7 +125,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ResultsBusy as exc:  # usage: restarting (systemd) or retrying cannot fix it
         print(f"focus-watcher: {exc}", file=sys.stderr)
         return 2
-    return daemon.run()
+    status = daemon.run()
+    if daemon.gave_up:
+        print(f"focus-watcher: {daemon.gave_up}", file=sys.stderr)
+    return status
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -151,24 +162,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from watcher.layout import INDEX
     from watcher.log import configure_logging
     from watcher.names import display
     from watcher.report import Report
-    from watcher.service.results import ResultStore
+    from watcher.service.records import RecordStore
     from watcher.service.status import pending_stacks, report_pending
 
     settings = _daemon_settings(args)
     configure_logging(settings.logging, None)
     if not settings.results_folder.is_dir():
         raise ConfigError(f"results_folder: {settings.results_folder} is not a folder (nothing to report yet)")
-    store = ResultStore(settings.results_folder, settings.results, settings.stacking)
+    store = RecordStore.of(settings)
     pending = report_pending(store, pending_stacks(settings, store)[0])
     try:
         stats = Report(settings.results_folder, settings.results.layout).rebuild(pending)
     except OSError as exc:
         print(f"focus-watcher: error: cannot write the report: {exc}", file=sys.stderr)
         return 1
-    print(f"{display(str(settings.results_folder / 'index.html'))}: {stats.scans} scans, {stats.stacks} stacks; "
+    print(f"{display(str(settings.results_folder / INDEX))}: {stats.scans} scans, {stats.stacks} stacks; "
           f"{stats.records_read} records read, {stats.stack_pages + stats.scans_rendered} pages written "
           f"in {stats.seconds:.1f} s")
     for page, reason in stats.failures.items():
@@ -183,7 +195,9 @@ def _print_cluster(cluster: dict) -> None:
     workers = cluster["workers"]
     print(f"cluster {cluster['scheduler']}: {len(workers)} workers, {sum(w['threads'] for w in workers)} threads")
     for worker in workers:
-        memory = "no memory resource" if worker["memory_mb"] is None else f"memory {worker['memory_mb']} MiB"
+        limit = "no memory limit" if worker["memory_limit_mb"] is None else f"limit {worker['memory_limit_mb']} MiB"
+        memory = "takes no stack" if worker["memory_mb"] is None else f"memory {worker['memory_mb']} MiB"
+        memory += f", {limit}"
         running = ", ".join(worker["stacks"]) or "idle"
         print(f"  {worker['name']} on {worker['host']} ({worker['threads']} threads, {memory}): {running}")
 
@@ -193,8 +207,8 @@ def _add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "mask_threshold", "sharpen", "focus_scales",
-            "reference", "align", "jpeg_quality", "output_depth")
+    keys = ("blend", "focus_measure", "pyramid_levels", "focus_window", "align_gradient_percent", "sharpen",
+            "focus_scales", "reference", "align", "jpeg_quality", "output_depth")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     suffix = args.output.suffix.lower()
     if suffix not in SUFFIXES:
@@ -202,6 +216,8 @@ def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides["output_format"] = SUFFIXES[suffix]
     if args.depthmap is not None:
         overrides["depthmap"] = True
+    if args.mask is not None and args.mask.suffix.lower() != ".png":
+        raise ConfigError(f"mask: the mask is an 8-bit grey PNG, name it .png (got {args.mask.suffix!r})")
     return overrides
 
 
@@ -212,7 +228,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, {"stacking": _stacking_overrides(args)}).stacking
     progress = _terminal_progress if sys.stderr.isatty() else None
     try:
-        record = stack_to_file(args.images, args.output, settings, depthmap_output=args.depthmap, progress=progress)
+        record = stack_to_file(args.images, args.output, settings, depthmap_output=args.depthmap,
+                               mask_output=args.mask, progress=progress)
     except (FrameError, FrameUnavailable, StackError, OSError) as exc:
         if progress:
             print(file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from watcher.masks import check_entries
 from watcher.stacking.probe import RAW_SUFFIXES
 
 ENV_PREFIX = "FOCUS_WATCHER_"
@@ -65,13 +66,42 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CameraSettings(_Section):
+    """Camera data added to a result whose reference frame lacks it, for photogrammetry tools; see
+    docs/camera-data.md. The cameras OpenScan rigs use are known by their EXIF Model; these settings are for
+    any other camera and for what the table cannot know, and win over it."""
+
+    fill_exif: bool = Field(
+        True, description="Add Make, FocalLength, FocalLengthIn35mmFilm and FocalPlane*Resolution where the "
+        "reference frame's EXIF lacks them (a tag the camera wrote is never changed)."
+    )
+    make: str | None = Field(None, min_length=1, max_length=64,
+                             description="Make to write (printable ASCII), e.g. for a camera the table lacks.")
+    focal_length_mm: float | None = Field(
+        None, ge=0.1, le=2000, description="The lens's focal length: needed for the HQ Camera (imx477) and any "
+        "camera the table lacks."
+    )
+    pixel_pitch_um: float | None = Field(
+        None, ge=0.1, le=100, description="Size of one pixel of the frames in micrometres (the sensor's pitch, "
+        "times the binning or scaling if frames are not taken pixel for pixel)."
+    )
+
+    @field_validator("make")
+    @classmethod
+    def _ascii(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise ValueError(f"must be printable ASCII, as EXIF's Make is (got {value!r})")
+        return value
+
+
 class StackingSettings(_Section):
     """How one stack is fused. Mirrors the seed tool's parameters, with measured defaults."""
 
     align: bool = Field(True, description="Align frames; turn off only for rigs whose camera and focus never move.")
     pyramid_levels: int = Field(4, ge=1, le=6, description="ECC pyramid levels (coarse to fine).")
-    mask_threshold: float = Field(
-        50.0, ge=1, le=100, description="Percent of reference pixels, strongest gradients first, that ECC uses."
+    align_gradient_percent: float = Field(
+        50.0, ge=1, le=100, description="Percent of the reference's pixels, strongest gradients first, that "
+        "alignment (ECC) uses."
     )
     reference: Literal["first", "middle"] = Field("middle", description="Frame whose geometry the output keeps.")
     align_max_side: int = Field(768, ge=256, le=8192, description="Alignment is estimated at this size (px).")
@@ -105,6 +135,17 @@ class StackingSettings(_Section):
     max_megapixels: float = Field(
         120.0, gt=0, description="Frames larger than this are refused before decoding (decompression bombs)."
     )
+    camera: CameraSettings = Field(default_factory=CameraSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        # align_gradient_percent was first called mask_threshold, which reads like a setting of the object mask:
+        # files and environments with the old name still load (where both names are set, the new one wins)
+        if isinstance(data, dict) and "mask_threshold" in data:
+            data = dict(data)
+            data.setdefault("align_gradient_percent", data.pop("mask_threshold"))
+        return data
 
     @field_validator("focus_window")
     @classmethod
@@ -186,8 +227,9 @@ class WorkerSettings(_Section):
         '(dask_frames = "path"), e.g. {"/srv/scans" = "/mnt/nas/scans"}.'
     )
     dask_wait_for_worker_seconds: float = Field(
-        300.0, gt=0, description="A stack that no connected worker has the memory resource for fails after waiting "
-        "this long for one to join."
+        300.0, gt=0, description="A stack that no connected worker has the memory for fails after waiting this "
+        "long for one to join; once gives up (exit 1, nothing marked failed) when the scheduler was unreachable, or "
+        "had no worker that takes stacks, for this long."
     )
     count: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1, le=64)
     queue_size: int = Field(8, ge=1, le=10_000, description="Stacks waiting for a worker; intake pauses beyond it.")
@@ -239,6 +281,12 @@ class ResultsSettings(_Section):
         description="A stack that fails gets its record; sharpest_frame also puts its sharpest readable frame where "
         "the result would be (marked as a fallback in the record), so a scan keeps an image for every position.",
     )
+    masks: tuple[str, ...] = Field(
+        (),
+        description="Object masks for photogrammetry, one per stack, under each name listed: colmap, meshroom, "
+        "realitycapture, metashape, openmvs, or a template such as \"{scan}/masks/{stem}.png\" (see docs/masks.md). "
+        "Empty: no masks.",
+    )
 
     @model_validator(mode="after")
     def _archive_needs_folder(self) -> ResultsSettings:
@@ -277,6 +325,13 @@ class Settings(BaseSettings):
         hot, results = self.hot_folder.resolve(), self.results_folder.resolve()
         if self.results.layout != "openscan" and (results == hot or hot in results.parents):
             raise ValueError("results_folder must not be inside hot_folder (except with results.layout = openscan)")
+        return self
+
+    @model_validator(mode="after")
+    def _masks_stay_inside(self) -> Settings:
+        # a stack of raw frames has its result in raw_output_format (watcher.layout): no mask may take its name
+        for output_format in dict.fromkeys((self.stacking.output_format, self.stacking.raw_output_format)):
+            check_entries(self.results.masks, self.results.layout, output_format)
         return self
 
     @model_validator(mode="after")

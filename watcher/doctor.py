@@ -66,12 +66,32 @@ class FrameSample:
 
 
 def run_checks(settings: Settings, host: Host | None = None) -> list[Finding]:
-    """Run every check against ``settings`` on ``host`` (default: this machine), in the order of the report."""
+    """Run every check against ``settings`` on ``host`` (default: this machine), in the order of the report.
+
+    With ``workers.executor = "dask"``, the cluster's checks (:mod:`watcher.doctor_cluster`) replace those of the
+    local workers: what this machine's memory budget holds does not matter then."""
     host, frames = host or Host(), sample_frames(settings)
-    return [check_hot_folder(settings), check_results_folder(settings), check_archive_folder(settings),
-            check_results_placement(settings), check_inotify_watches(settings, host), check_filesystem(settings, host),
-            check_disk(settings, frames), check_ram(settings, host), check_stack_memory(settings, frames),
-            check_memory_cgroup(host), check_temperature(host), check_throttling(host), check_workers(settings, host)]
+    findings = [check_hot_folder(settings), check_results_folder(settings), check_archive_folder(settings),
+                check_results_placement(settings), check_inotify_watches(settings, host),
+                check_filesystem(settings, host), check_disk(settings, frames)]
+    if settings.workers.executor == "dask":
+        local = 'workers.executor = "dask": the cluster\'s workers stack (cluster memory, below)'
+        findings += [Finding(name, SKIP, local) for name in ("memory budget", "stack memory", "workers")]
+        findings += check_cluster(settings, frames)
+    else:
+        findings += [check_ram(settings, host), check_stack_memory(settings, frames), check_workers(settings, host),
+                     Finding("cluster", SKIP, 'workers.executor = "local": no cluster')]
+    return [*findings, check_memory_cgroup(host), check_temperature(host), check_throttling(host)]
+
+
+def check_cluster(settings: Settings, frames: list[FrameSample]) -> list[Finding]:
+    """The Dask cluster's checks; one FAIL without Dask installed (an optional extra)."""
+    try:
+        from watcher.doctor_cluster import check_cluster as check
+    except ImportError as exc:
+        return [Finding("cluster", FAIL, f'workers.executor = "dask" needs Dask distributed ({exc})',
+                        'pip install "focus-watcher[dask]"')]
+    return check(settings, frames)
 
 
 def print_report(findings: list[Finding], file: TextIO | None = None) -> int:
@@ -270,9 +290,9 @@ def check_disk(settings: Settings, frames: list[FrameSample]) -> Finding:
         return Finding(name, SKIP, f"cannot stat {where}: {exc.strerror}")
     free = stats.f_bavail * stats.f_frsize  # what an unprivileged user may use (root keeps a reserve)
     per_result = max((_result_bytes(f, settings.stacking) for f in frames), default=0)
-    detail = f"{_size(free)} free on the results filesystem ({where})"
+    detail = f"{format_size(free)} free on the results filesystem ({where})"
     if per_result:
-        detail += f", ~{_size(per_result)} per result: room for ~{free // per_result}"
+        detail += f", ~{format_size(per_result)} per result: room for ~{free // per_result}"
     fix = f"free space there (df -h {where}), or point results_folder at a larger disk (e.g. a USB SSD)"
     if free < 100 * MIB:
         return Finding(name, FAIL, detail, fix)
@@ -298,8 +318,8 @@ def check_ram(settings: Settings, host: Host) -> Finding:
         total, available = (int(info[key].split()[0]) * 1024 for key in ("MemTotal", "MemAvailable"))  # kB
     except (OSError, KeyError, ValueError, IndexError):
         return Finding(name, SKIP, "/proc/meminfo not readable")
-    detail = (f"workers.memory_budget_mb = {budget_mb}; MemTotal {_size(total)}, MemAvailable now "
-              f"{_size(available)}")
+    detail = (f"workers.memory_budget_mb = {budget_mb}; MemTotal {format_size(total)}, MemAvailable now "
+              f"{format_size(available)}")
     fix = f"workers.memory_budget_mb = {int(total * 0.7) // MIB} (70 % of RAM, the default)"
     if budget_mb * MIB > total:
         return Finding(name, FAIL, detail + ": over the RAM, so stacks can start that the OOM killer then kills",
@@ -414,5 +434,5 @@ def check_workers(settings: Settings, host: Host) -> Finding:
     return Finding("workers", OK, f"workers.count = {count} on {cores} CPU cores")
 
 
-def _size(n: int) -> str:
+def format_size(n: int) -> str:
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"

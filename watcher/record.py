@@ -1,6 +1,6 @@
 """A stack's JSON record, read back: the one check of what it must hold, for the daemon, ``status`` and the report.
 
-The daemon writes records (:func:`watcher.service.results.build_record`); whoever reads one takes it through
+The daemon writes records (:func:`watcher.service.records.build_record`); whoever reads one takes it through
 :func:`record_from`, so a record the daemon would count as absent is not shown as a stack by the report either.
 Names in a record are text people can read (:func:`watcher.names.display`); an input's or output's exact name
 is kept beside it when it is not valid UTF-8 (``name_bytes``, ``path_bytes``: :func:`watcher.names.name_fields`),

@@ -17,6 +17,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -38,7 +39,8 @@ from tests.conftest import unprivileged as as_unprivileged
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_NAME = "focus-watcher.log"
-REPORT_FOLDER = "report"  # the morning report's pages and thumbnails, beside the results
+STATE_FOLDER = ".focus-watcher"  # ours in the results folder: the pid, the report, openscan records
+REPORT_FOLDER = f"{STATE_FOLDER}/report"  # the morning report's pages and thumbnails
 TEMP_MARKER = ".tmp-"
 
 # Defaults of every e2e config: short settle time, generous stack timeout (so no test depends on it unless it
@@ -55,9 +57,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # --- waiting -------------------------------------------------------------------------------------------------
 
 
+# Every bound is a safety net, never the assertion: a passing test never reaches it, and a loaded machine (CI
+# beside other jobs, a CPU hog) runs several times slower than the figures the tests name.
+SAFETY_MARGIN = 3
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
                detail: Callable[[], str] | None = None, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` s."""
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` s (on this
+    machine, quiet) times :data:`SAFETY_MARGIN`."""
+    timeout *= SAFETY_MARGIN
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -309,6 +318,8 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (str, Path)):
         return json.dumps(str(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, dict):  # an inline table
         return "{" + ", ".join(f"{json.dumps(str(key))} = {toml_value(item)}" for key, item in value.items()) + "}"
     raise TypeError(f"no TOML for {value!r}")
@@ -377,7 +388,8 @@ class Rig:
 
     # results
     def result_files(self, pattern: str = "*") -> list[Path]:
-        """Files under the results folder, but not the report's (its pages, state and thumbnails)."""
+        """Files under the results folder (with the openscan layout, the records kept apart in
+        ``.focus-watcher/stacks``), but not the report's (its pages, state and thumbnails)."""
         report = self.results / REPORT_FOLDER
         return sorted(p for p in self.results.rglob(pattern) if not p.is_relative_to(report))
 
@@ -540,3 +552,50 @@ def write_openscan3_stacks(hot: Path, project: str, scan: int, stacks: dict[int,
         for focus, frame in enumerate(data):
             write_frame(folder / openscan3_name(scan, position, focus, suffix), frame)
     return [openscan3_stack(project, scan, position) for position in stacks]
+
+
+ExifValue = str | int | tuple[int, int]  # ASCII, SHORT, RATIONAL (numerator, denominator)
+
+
+def tiff_exif(ifd0: dict[int, ExifValue], exif_ifd: dict[int, ExifValue], *, big_endian: bool = True) -> bytes:
+    """A TIFF-structured EXIF block with IFD0 ``ifd0`` and an Exif sub-IFD ``exif_ifd`` (tag -> value), written
+    here byte by byte, independently of the code under test."""
+    order = ">" if big_endian else "<"
+    exif_at = 8 + 2 + 12 * (len(ifd0) + 1) + 4
+    data_at = exif_at + 2 + 12 * len(exif_ifd) + 4
+    data = bytearray()
+
+    def directory(tags: dict[int, ExifValue | None]) -> bytes:
+        out = struct.pack(order + "H", len(tags))
+        for tag, value in sorted(tags.items()):
+            if value is None:  # the Exif IFD pointer
+                kind, count, payload = 4, 1, struct.pack(order + "I", exif_at)
+            elif isinstance(value, str):
+                payload = value.encode("ascii") + b"\0"
+                kind, count = 2, len(payload)
+            elif isinstance(value, int):
+                kind, count, payload = 3, 1, struct.pack(order + "H", value)
+            else:
+                kind, count, payload = 5, 1, struct.pack(order + "II", *value)
+            if len(payload) <= 4:
+                out += struct.pack(order + "HHI", tag, kind, count) + payload.ljust(4, b"\0")
+            else:
+                out += struct.pack(order + "HHII", tag, kind, count, data_at + len(data))
+                data.extend(payload + b"\0" * (len(payload) % 2))
+        return out + struct.pack(order + "I", 0)
+
+    head = (b"MM\x00*" if big_endian else b"II*\x00") + struct.pack(order + "I", 8)
+    return head + directory({**ifd0, 0x8769: None}) + directory(exif_ifd) + bytes(data)
+
+
+def openscan3_exif(model: str, *, big_endian: bool = True) -> bytes:
+    """The EXIF OpenScan3 writes into a frame (through Picamera2 and piexif, big-endian): Orientation, libcamera's
+    Model, Software; ExposureTime, ISO, DateTimeOriginal. No Make, no focal length."""
+    return tiff_exif({0x0112: 1, 0x0110: model, 0x0131: "OpenScan3 (Picamera2)"},
+                     {0x829A: (1, 20), 0x8827: 100, 0x9003: "2026:07:18 19:22:04"}, big_endian=big_endian)
+
+
+def with_exif(jpeg: bytes, exif: bytes) -> bytes:
+    """``jpeg`` with an APP1 segment holding ``exif`` (TIFF-structured) right after its SOI marker."""
+    payload = b"Exif\x00\x00" + exif
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import time
 
 from tests.e2e.conftest import (
@@ -118,12 +119,16 @@ def test_a_worker_killed_on_every_attempt_fails_its_stack_with_a_record_saying_s
     daemon.wait_event("stack.started", stack=big, attempt=1)
     os.kill(the_worker(daemon), signal.SIGKILL)
     daemon.wait_event("stack.started", stack=big, attempt=2)
-    os.kill(the_worker(daemon), signal.SIGKILL)
+    second = the_worker(daemon)
+    os.kill(second, signal.SIGKILL)
     failed = daemon.wait_event("stack.failed", stack=big)[0]
     record = rig.records()[big]
     assert record["status"] == "failed" and record["attempts"] == 2 and record["output"] is None, record
     assert "worker killed by SIGKILL" in record["error"] and "2 attempts" in record["error"], record
     assert failed["error"] == record["error"]
+    # The worker it failed on: the one killed last.
+    assert record["worker"] == {"host": socket.gethostname(), "name": f"local pid {second}"}, record
+    assert failed["worker"] == f"local pid {second}"
     assert len(daemon.events("stack.retry", stack=big)) == 1
     small = write_small(rig, frames, [1])
     daemon.wait_for(lambda: rig.ok_records(small), 15, "a later stack ok")
@@ -163,6 +168,7 @@ def test_corrupt_frames_fail_only_their_own_stacks_and_the_daemon_carries_on(rig
             focus, data, reason = bad[position]
             assert record["status"] == "failed" and record["output"] is None, record
             assert record["error"].startswith(names[focus] + ": ") and reason in record["error"], record
+            assert record["worker"]["name"].startswith("local pid "), record  # the worker that found it bad
             assert [(folder / n).read_bytes() for n in names] == stacks[position], "inputs of a failed stack"
         else:
             assert record["status"] == "ok", record

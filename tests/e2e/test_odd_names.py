@@ -16,7 +16,7 @@ import pytest
 from tests.e2e.conftest import select
 from tests.report.pages import link_target, read_page
 from watcher.service.naming import StackId
-from watcher.service.results import build_record
+from watcher.service.records import build_record
 
 LATIN1_SCAN = b"caf\xe9"  # a latin-1 folder name: not UTF-8
 ODD_SCAN = b"r #2 ?%&<'\""
@@ -78,7 +78,7 @@ def test_odd_names_are_stacked_or_refused_and_log_records_status_and_report_stay
     for name, reason in REFUSED.items():
         [unplaced] = daemon.wait_event("file.unplaced", file=name)
         assert reason in unplaced["reason"], unplaced
-    report = results / "report"
+    report = results / ".focus-watcher" / "report"
     prefix = b"stacked_" if layout == "openscan" else b""
     pages = [report / os.fsdecode(os.path.join(scan, prefix + stack + b".html")) for scan, stack in STACKS]
     daemon.wait_for(lambda: all(page.is_file() for page in pages), 60, "a page for every stack")
@@ -144,7 +144,7 @@ def test_a_report_page_that_cannot_be_drawn_is_logged_once_and_every_other_page_
     record = build_record(StackId("old", stem), ((f"{stem}_f1.jpg", 1, 1),), status="failed", reason="count",
                           attempts=1, started_at=0.0, finished_at=1.0, outputs=[], error="truncated JPEG")
     (rig.results / "old" / f"{stem}.json").write_text(json.dumps(record))
-    page = f"report/old/{stem}.html"
+    page = f".focus-watcher/report/old/{stem}.html"
     daemon = rig.start(rig.config(naming={"stack_size": 3}))
     [first] = daemon.wait_event("report.page_failed", page=page)
     assert first["error"] == "OSError: File name too long"
@@ -156,11 +156,11 @@ def test_a_report_page_that_cannot_be_drawn_is_logged_once_and_every_other_page_
             (rig.hot / f"{stack}_f{k}.jpg").write_bytes(data)
         daemon.wait_event("stack.done", stack=stack)
         daemon.wait_event("report.refreshed", timeout=30, count=refreshes)  # the rebuild, then one per stack
-        assert (rig.results / "report" / f"{stack}.html").is_file()
+        assert (rig.results / ".focus-watcher" / "report" / f"{stack}.html").is_file()
     assert daemon.terminate() == 0
     assert [e["error"] for e in daemon.events("report.page_failed")] == [
         "OSError: File name too long", "TypeError: 'int' object is not iterable"]
     assert all(e["failed_pages"] == 1 for e in daemon.events("report.refreshed"))  # tried again by each refresh
-    top, _source = read_page(rig.results / "report" / "index.html")
+    top, _source = read_page(rig.results / ".focus-watcher" / "report" / "index.html")
     assert {"a.html", "b.html", "c.html"} <= set(top.links)
     assert not daemon.events("report.failed") and not daemon.events("report.unwritable")

@@ -13,6 +13,8 @@ from PIL import Image
 
 from benchmarks.picamera_dng import SyntheticCamera, write_dng
 from tests.e2e.conftest import (
+    REPORT_FOLDER,
+    STATE_FOLDER,
     event_time,
     openscan3_name,
     openscan3_stack,
@@ -43,13 +45,14 @@ def test_an_openscan3_dng_scan_gets_a_16_bit_result_per_position(rig, frames):
             assert (result.getexif()[271], result.getexif()[272]) == ("RaspberryPi", "imx519")
             assert "icc_profile" in result.info
     assert len(rig.result_files("*.tif")) == 2 and daemon.events("stack.failed") == []
-    scan_page = rig.results / "report" / "owl" / "scan01" / "index.html"
+    report = rig.results / REPORT_FOLDER / "owl" / "scan01"
+    scan_page = report / "index.html"
     daemon.wait_for(lambda: scan_page.is_file() and all(f"scan01_{p:03d}.html" in scan_page.read_text()
                                                            for p in range(2)),
                     QUIET_SECONDS + 30, "the report to show the scan's two positions")
     for position in range(2):  # a browser cannot show the TIFF: the page shows its thumbnail and links the TIFF
-        assert (rig.results / "report" / "owl" / "scan01" / f"scan01_{position:03d}.thumb.jpg").is_file()
-        page = (rig.results / "report" / "owl" / "scan01" / f"scan01_{position:03d}.html").read_text()
+        assert (report / f"scan01_{position:03d}.thumb.jpg").is_file()
+        page = (report / f"scan01_{position:03d}.html").read_text()
         assert f"scan01_{position:03d}.thumb.jpg" in page and f"scan01_{position:03d}.tif" in page
     assert daemon.terminate() == 0
 
@@ -59,10 +62,9 @@ def test_the_openscan_layout_puts_the_jpeg_where_the_firmware_reads_it_and_the_1
     daemon = rig.start(config)
     [stack] = write_openscan3_stacks(rig.hot, "owl", 1, {4: frames.raw[:3]}, status="completed", suffix=".dng")
     daemon.wait_event("stack.done", stack=stack, timeout=60)  # (its records are in hot/, not where rig looks)
-    stacked = rig.hot / "owl" / "scan01" / "stacked"
-    assert sorted(path.name for path in stacked.iterdir()) == [
-        "stacked_scan01_004.jpg", "stacked_scan01_004.json", "stacked_scan01_004.tif"]
-    record = json.loads((stacked / "stacked_scan01_004.json").read_text())
+    stacked = rig.hot / "owl" / "scan01" / "stacked"  # the two images, and nothing else of ours
+    assert sorted(path.name for path in stacked.iterdir()) == ["stacked_scan01_004.jpg", "stacked_scan01_004.tif"]
+    record = json.loads((rig.hot / STATE_FOLDER / "stacks" / "owl" / "scan01" / "stacked_scan01_004.json").read_text())
     assert [o["path"] for o in record["outputs"]] == ["owl/scan01/stacked/stacked_scan01_004.jpg",
                                                        "owl/scan01/stacked/stacked_scan01_004.tif"]
     jpeg = cv2.imread(str(stacked / "stacked_scan01_004.jpg"))

@@ -26,14 +26,14 @@ def test_the_daemon_keeps_the_report_up_to_date_and_reuses_a_scans_alignment(rig
         assert all(c["held"] and c["source"] == first for c in checks), checks
 
     index = rig.results / "index.html"
-    scan_page = rig.results / "report" / "owl" / "scan01" / "index.html"
+    scan_page = rig.results / ".focus-watcher" / "report" / "owl" / "scan01" / "index.html"
     # A refresh writes the scan's page, then the index: wait for both (each is replaced whole, atomically).
     daemon.wait_for(lambda: scan_page.is_file() and all(f"scan01_{p:03d}.html" in scan_page.read_text()
                                                            for p in range(3))
                     and index.is_file() and "owl/scan01" in index.read_text(),
                     QUIET_SECONDS + 30, "the report to show the scan's three positions")
     for position in range(3):
-        thumbnail = rig.results / "report" / "owl" / "scan01" / f"scan01_{position:03d}.thumb.jpg"
+        thumbnail = rig.results / ".focus-watcher" / "report" / "owl" / "scan01" / f"scan01_{position:03d}.thumb.jpg"
         assert thumbnail.read_bytes().endswith(b"\xff\xd9")
         assert f'src="scan01_{position:03d}.thumb.jpg"' in scan_page.read_text()
     assert daemon.events("report.refreshed")

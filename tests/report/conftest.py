@@ -3,7 +3,7 @@
 The PCB stack is fused once per session by the real engine (with its depth map); every position of the night
 reuses that result and record, with the per-frame ``share`` and ``focus_change`` of the record contract set per
 position, thumbnails made by :func:`watcher.stacking.output.thumbnail`, and records built by the daemon's own
-:func:`watcher.service.results.build_record`. Failures carry the kind of reasons the daemon writes, absolute
+:func:`watcher.service.records.build_record`. Failures carry the kind of reasons the daemon writes, absolute
 paths included (the report must not show them).
 """
 
@@ -24,7 +24,7 @@ from watcher.report import PendingStack
 from watcher.report.paths import depth_thumbnail
 from watcher.report.paths import thumbnail as thumbnail_path
 from watcher.service.naming import StackId
-from watcher.service.results import build_record
+from watcher.service.records import build_record
 from watcher.stacking.output import encode_image, thumbnail
 from watcher.stacking.pipeline import stack
 
@@ -64,20 +64,26 @@ class Night:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
 
     def folder(self, scan: str) -> Path:
+        """Where the results go (openscan: OpenScan3's ``stacked/``)."""
         return self.results / scan / ("stacked" if self.layout == "openscan" else "")
+
+    def records_folder(self, scan: str) -> Path:
+        """Where the records and depth maps go (openscan: apart from the results, in focus-watcher's folder)."""
+        return self.results / ".focus-watcher/stacks" / scan if self.layout == "openscan" else self.results / scan
 
     def stem(self, name: str) -> str:
         return f"stacked_{name}" if self.layout == "openscan" else name
 
     def record_path(self, scan: str, name: str) -> Path:
-        return self.folder(scan) / f"{self.stem(name)}.json"
+        return self.records_folder(scan) / f"{self.stem(name)}.json"
 
     def ok(self, scan: str, name: str, index: int, shares=None, changes=None, *, thumbs=True, warnings=()) -> Path:
         """An ok stack: result, depth map, thumbnails (unless ``thumbs`` is False: an older record) and record."""
         folder, stem = self.folder(scan), self.stem(name)
         folder.mkdir(parents=True, exist_ok=True)
+        self.records_folder(scan).mkdir(parents=True, exist_ok=True)
         (folder / f"{stem}.jpg").write_bytes(self.fused.image)
-        (folder / f"{stem}.depth.png").write_bytes(self.fused.depth)
+        (self.records_folder(scan) / f"{stem}.depth.png").write_bytes(self.fused.depth)
         engine = copy.deepcopy(self.fused.record)
         engine.pop("focus_range", None)  # the report works the advice out from the shares
         if shares is None:  # a record from before the engine measured shares
@@ -97,7 +103,7 @@ class Night:
         return self._write(scan, name, record)
 
     def failed(self, scan: str, name: str, index: int, error: str) -> Path:
-        self.folder(scan).mkdir(parents=True, exist_ok=True)
+        self.records_folder(scan).mkdir(parents=True, exist_ok=True)
         return self._write(scan, name, self._record(scan, name, index, "failed", error=error))
 
     def waiting(self, scan: str, name: str) -> None:

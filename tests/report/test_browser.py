@@ -40,8 +40,9 @@ def looks_rendered(png: bytes) -> tuple[float, float]:
     return float(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).std()), float(counts.max() / counts.sum())
 
 
-@pytest.mark.parametrize("page", ["index.html", "report/proj/scan01/index.html", "report/proj/scan01/scan01_011.html",
-                                  "report/proj/scan01/scan01_007.html"])
+@pytest.mark.parametrize("page", ["index.html", ".focus-watcher/report/proj/scan01/index.html",
+                                  ".focus-watcher/report/proj/scan01/scan01_011.html",
+                                  ".focus-watcher/report/proj/scan01/scan01_007.html"])
 def test_pages_render_in_a_real_browser_on_a_desktop_and_a_phone(chromium, night, page, tmp_path):
     Report(night.results).rebuild(night.pending)
     name = page.replace("/", "_").removesuffix(".html")

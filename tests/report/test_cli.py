@@ -23,7 +23,7 @@ def test_report_rebuilds_from_the_records_and_shows_the_hot_folders_stacks_as_pe
     done = report(night)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{night.results / 'index.html'}: 3 scans, 39 stacks; 38 records read")
-    scan01 = (night.results / "report/proj/scan01/index.html").read_text()
+    scan01 = (night.results / ".focus-watcher/report/proj/scan01/index.html").read_text()
     assert scan01.count('class="tile pending"') == 1 and '<span class="label">024</span>' in scan01
     again = report(night)
     assert again.returncode == 0 and "; 0 records read, 0 pages written" in again.stdout, again.stdout
@@ -37,4 +37,4 @@ def test_report_exits_2_without_a_results_folder_and_1_when_it_cannot_write(nigh
     failed = report(night)
     assert failed.returncode == 1, failed.stderr
     assert "index.html could not be drawn: IsADirectoryError" in failed.stderr, failed.stderr
-    assert (night.results / "report/proj/scan01/index.html").is_file()  # the other pages are drawn
+    assert (night.results / ".focus-watcher/report/proj/scan01/index.html").is_file()  # the other pages are drawn

@@ -23,7 +23,7 @@ def test_odd_names_are_shown_escaped_and_every_link_reaches_its_file(night):
     night.waiting(LATIN1_SCAN, os.fsdecode(b"p\xe9nding"))
     stats = Report(night.results).rebuild(night.pending)
     assert stats.failures == {}
-    scan_page = night.results / "report" / LATIN1_SCAN / "index.html"
+    scan_page = night.results / ".focus-watcher" / "report" / LATIN1_SCAN / "index.html"
     pages = sorted(night.results.rglob("*.html"))
     assert scan_page in pages and len(pages) == 1 + 4 + 38 + len(NAMES) + 1
     for page in pages:
@@ -50,11 +50,11 @@ def test_a_page_that_cannot_be_drawn_is_named_and_skipped_and_tried_again_by_eve
     # The engine's part of a record is free-form: a number no float holds is valid JSON, and its page fails.
     bad.write_text(json.dumps(record | {"timings": {"align": 10**400}}))
     new = night.ok("proj/scan03", "scan03_008", 48, *healthy_shares(night.rng))
-    page = "report/proj/scan01/scan01_005.html"
+    page = ".focus-watcher/report/proj/scan01/scan01_005.html"
     stats = report.refresh([bad, new], night.pending)
     assert stats.failures == {page: "OverflowError: int too large to convert to float"}
     assert stats.scans_rendered == 2 and stats.index_rendered  # scan01 without that page, and scan03
-    assert (night.results / "report/proj/scan03/scan03_008.html").is_file()
+    assert (night.results / ".focus-watcher/report/proj/scan03/scan03_008.html").is_file()
 
     again = report.refresh([], None)  # nothing new: the failed page alone is tried again
     assert again.failures == stats.failures and (again.records_read, again.stack_pages) == (1, 0)
@@ -73,6 +73,7 @@ def test_a_stack_whose_entry_cannot_be_made_is_left_out_of_its_scan_and_named(ni
     bad = night.record_path("proj/scan01", "scan01_005")
     bad.write_text(json.dumps(json.loads(bad.read_text()) | {"duration_seconds": 10**400}))
     stats = Report(night.results).rebuild(night.pending)
-    assert stats.failures == {"report/proj/scan01/scan01_005.html": "OverflowError: int too large to convert to float"}
-    scan01 = (night.results / "report/proj/scan01/index.html").read_text()
+    assert stats.failures == {
+        ".focus-watcher/report/proj/scan01/scan01_005.html": "OverflowError: int too large to convert to float"}
+    scan01 = (night.results / ".focus-watcher/report/proj/scan01/index.html").read_text()
     assert "scan01_005.html" not in scan01 and "scan01_006.html" in scan01

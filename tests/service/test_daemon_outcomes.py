@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from watcher.config import Settings
 from watcher.service.daemon import Daemon
-from watcher.service.executor import Finished, Job, Outcome, OutcomeKind
+from watcher.service.executor import Finished, Job, Outcome, OutcomeKind, WorkerId
 
 K = OutcomeKind
 HOLD = None  # in a script: this run does not end by itself
@@ -54,14 +54,18 @@ class ScriptedExecutor:
         self._running = []
         return finished
 
+    def unavailable(self) -> str | None:
+        return None
+
     def _end(self, job: Job) -> Finished:
         stack = job.spec.stack
         self.runs[stack] += 1
         kind = self.script[stack].popleft()
+        worker = WorkerId("rig", f"scripted worker {self.runs[stack]}")
         if kind is K.OK:
             job.spec.image.write_bytes(b"\xff\xd8 a stacked image \xff\xd9")  # what a worker leaves
-            return Finished(job, Outcome(K.OK, record={"frames": []}), 0.1)
-        return Finished(job, Outcome(kind, f"scripted {kind}"), 0.1)
+            return Finished(job, Outcome(K.OK, record={"frames": []}, worker=worker), 0.1)
+        return Finished(job, Outcome(kind, f"scripted {kind}", worker=worker), 0.1)
 
 
 class Clock:
@@ -114,6 +118,8 @@ def test_a_dead_worker_is_retried_once_then_the_stack_is_recorded(rig):
     assert record(rig, "a")["status"] == "ok" and record(rig, "a")["attempts"] == 2
     failed = record(rig, "b")
     assert failed["status"] == "failed" and failed["error"] == "scripted died (2 attempts)"
+    assert failed["worker"]["name"] == "scripted worker 2"  # the one it failed on: the last
+    assert record(rig, "a")["worker"]["name"] == "scripted worker 2"
     assert executor.runs == {"scan/a": 2, "scan/b": 2}
     assert [e["stack"] for e in logs if e["event"] == "stack.retry"] == ["scan/a", "scan/b"]
 
@@ -141,6 +147,8 @@ def test_content_errors_are_recorded_at_once_and_never_retried(rig):
     daemon.lock.release()
     assert record(rig, "a")["error"] == "scripted failed" and record(rig, "b")["error"] == "scripted timeout"
     assert executor.runs == {"scan/a": 1, "scan/b": 1}
+    # Who ran it, in a failed record as in an ok one.
+    assert record(rig, "a")["worker"] == record(rig, "b")["worker"] == {"host": "rig", "name": "scripted worker 1"}
 
 
 def test_a_stack_the_daemon_stops_is_left_for_the_next_start(rig):

@@ -98,6 +98,51 @@ def test_truncated_frame_unblocks_its_stack_after_the_timeout(clock):
     assert ids(tracker) == {"a": "count"}  # stacked now, so that the stack fails with a clear record
 
 
+@pytest.mark.parametrize("status", ["completed", "cancelled", "error", "interrupted"])
+def test_a_frame_without_its_end_marker_goes_at_once_when_the_scan_ended(clock, status):
+    """Once scan.json says the scan ended, no writer will finish a truncated frame: its stack, with its count
+    reached, is ready at once ("scan ended", not "count") instead of holding for the stack timeout."""
+    tracker = make(clock)
+    tracker.set_scan_info("p/scan01", ScanInfo(focus_stacks=3, status="running"))
+    tracker.observe("p/scan01", "scan01_000_fs00.jpg", state())
+    tracker.observe("p/scan01", "scan01_000_fs01.jpg", state(complete=False))  # the firmware died mid-write
+    tracker.observe("p/scan01", "scan01_000_fs02.jpg", state())
+    settle(tracker, clock)
+    assert ready_list(tracker) == []  # the scan is still going: the frame may yet be finished
+    tracker.set_scan_info("p/scan01", ScanInfo(focus_stacks=3, status=status))
+    [ready] = ready_list(tracker)
+    assert (str(ready.stack), ready.reason, ready.expected) == ("p/scan01/scan01_000", "scan ended", 3)
+    assert clock.now - 1000.0 < TIMEOUT
+
+
+def test_a_truncated_frame_still_settles_first_and_a_short_stack_still_waits_when_the_scan_ended(clock):
+    tracker = make(clock)
+    tracker.set_scan_info("p/scan01", ScanInfo(focus_stacks=3, status="completed"))
+    tracker.observe("p/scan01", "scan01_000_fs00.jpg", state())
+    tracker.observe("p/scan01", "scan01_000_fs01.jpg", state(complete=False))
+    assert ready_list(tracker) == []  # not settled: it may still be growing
+    tracker.observe("p/scan01", "scan01_001_fs00.jpg", state(complete=False))
+    settle(tracker, clock)
+    assert ready_list(tracker) == []  # two of three frames: the third may not have been seen yet
+    tracker.observe("p/scan01", "scan01_000_fs02.jpg", state())
+    settle(tracker, clock)
+    assert ids(tracker) == {"p/scan01/scan01_000": "scan ended"}
+    settle(tracker, clock, TIMEOUT)
+    assert ids(tracker)["p/scan01/scan01_001"] == "timeout"
+
+
+def test_without_a_count_a_truncated_frame_goes_when_the_scan_ended_not_when_the_next_stack_started(clock):
+    tracker = make(clock)  # auto naming, no expected count
+    tracker.observe("s", "pos1_f0.jpg", state(mtime=10))
+    tracker.observe("s", "pos1_f1.jpg", state(mtime=11, complete=False))
+    settle(tracker, clock)
+    tracker.observe("s", "pos2_f0.jpg", state(mtime=12))
+    settle(tracker, clock)
+    assert "s/pos1" not in ids(tracker)  # the rig moved on, but a writer may still finish that frame
+    tracker.set_scan_info("s", ScanInfo(focus_stacks=None, status="completed"))
+    assert ids(tracker) == {"s/pos1": "scan ended", "s/pos2": "scan ended"}
+
+
 def test_next_stack_started_scan_ended_and_timeout(clock):
     tracker = make(clock)  # auto naming, no expected count
     tracker.observe("s", "pos1_f0.jpg", state(mtime=10))
@@ -279,7 +324,7 @@ def test_a_regex_scan_group_names_the_stack_but_frames_are_read_where_they_were_
         tracker.observe("proj", f"owl_7_{k}.jpg", state())
     settle(tracker, clock)
     [stack] = ready_list(tracker)
-    assert (str(stack.stack), stack.folder) == ("proj/owl/7", "proj")
+    assert (str(stack.stack), stack.namespace) == ("proj/owl/7", "proj")
 
 
 def test_retries_back_off_up_to_a_bound(clock):
@@ -323,14 +368,16 @@ def test_everything_about_a_scan_is_forgotten_when_its_files_go(clock):
             tracker.release(stack.stack, done=stack.signature)
         assert tracker.pending() == 0 and all(tracker.is_done(stack) for stack, _sig in tracker.stacks())
         assert len(tracker._done) == 20
+        stacks = sorted(stack for stack, _sig in tracker.stacks())
         for name in tracker.known(scan):  # the user clears the scan away
             tracker.observe(scan, name, None)
         tracker.set_scan_info(scan, None)
         assert list(tracker.stacks()) == [] and tracker.scans() == [] and tracker.unsettled() == 0
+        assert sorted(tracker.take_dropped()) == stacks  # what the daemon keeps of them can go too
     tracker.take_unplaced()
     sizes = [len(getattr(tracker, attr)) for attr in ("_scans", "_where", "_open", "_done", "_backoff", "_reported",
-                                                       "_unsettled", "_stale", "_claimed", "_regrouped")]
-    assert sizes == [0] * 10
+                                                       "_unsettled", "_stale", "_claimed", "_regrouped", "_dropped")]
+    assert sizes == [0] * 11
 
 
 def test_files_of_one_walk_arrive_together_however_many_passes_it_takes(clock):

@@ -48,6 +48,9 @@ def test_uncovered_pixels_do_not_vote():
     scores[2][:, 4:] = 10.0  # ... and is the clear winner on the right
     decided = decide(folded(scores, [1, 2, 0]), 3, None)
     assert np.allclose(decided.depth[:, :3], 1.0, atol=0.05) and np.allclose(decided.depth[:, 5:], 2.0, atol=0.05)
+    votes = folded(scores, [1, 2, 0])  # the lowest score over the frames that cover each pixel (the mask's)
+    assert np.array_equal(votes.worst[:, :4], np.minimum(scores[0], scores[1])[:, :4])
+    assert np.array_equal(votes.worst[:, 4:], np.minimum.reduce(scores)[:, 4:])
 
 
 def test_flat_pixels_take_the_depth_of_the_evidence_around_them():

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, unprivileged
+from tests.conftest import REPO, unprivileged, with_orientation
 from watcher.stacking.frames import (
     FrameError,
     FrameSource,
@@ -33,13 +33,6 @@ def encode(image: np.ndarray, ext: str) -> bytes:
     ok, buffer = cv2.imencode(ext, image)
     assert ok
     return buffer.tobytes()
-
-
-def with_orientation(jpeg: bytes, orientation: int) -> bytes:
-    """Insert an EXIF APP1 segment holding only Orientation (the way cameras tag portrait shots)."""
-    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x0112, 3, 1, orientation) + b"\0\0\0\0"
-    app1 = b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\x00\x00" + tiff
-    return jpeg[:2] + app1 + jpeg[2:]
 
 
 @pytest.mark.parametrize(("ext", "dtype", "fmt", "bits"), [

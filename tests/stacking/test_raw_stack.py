@@ -122,6 +122,26 @@ def test_a_jpeg_beside_the_16_bit_image(tmp_path):
     assert bytes(blocks[list(types).index(cv2.IMAGE_METADATA_ICCP)]) == srgb_profile()
 
 
+
+def test_a_raw_stack_gains_the_camera_data_and_an_object_mask(tmp_path):
+    """The camera fill (watcher.stacking.camera) adds to the EXIF made from the DNG's tags what it lacks, keeping
+    what it has (Make); the object mask is made from a raw stack as from any other, in the result's geometry."""
+    paths, _ = flat_stack(tmp_path)
+    record = stack_to_file(paths, tmp_path / "stacked.jpg", StackingSettings(), deep_output=tmp_path / "stacked.tif",
+                           mask_output=tmp_path / "mask.png")
+    assert record["camera_exif"]["model"] == "imx519" and "Make" in record["camera_exif"]["kept"]
+    assert {"FocalLength", "FocalLengthIn35mmFilm"} <= set(record["camera_exif"]["added"])
+    with Image.open(tmp_path / "stacked.jpg") as image:
+        tags = image.getexif()
+        assert tags[271] == "RaspberryPi" and tags.get_ifd(0x8769)[0xA405] > 0  # the DNG's Make, the fill's 35 mm
+    with Image.open(tmp_path / "stacked.tif") as image:
+        added = image.getexif().get_ifd(0x8769)  # the fill's tags reach the TIFF's own tags too
+        assert added[0x920A] == pytest.approx(4.28) and added[0xA405] == tags.get_ifd(0x8769)[0xA405]
+        assert added[0xA210] == 3 and added[0xA20E] == pytest.approx(1e4 / 1.22, rel=1e-4)
+    mask = cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.dtype == np.uint8 and mask.shape == cv2.imread(str(tmp_path / "stacked.jpg")).shape[:2]
+    assert "share" in record["mask"]
+
 def test_jpeg_frames_with_an_icc_profile_keep_it_in_every_result(ring_stack, tmp_path):
     """A DSLR set to Adobe RGB embeds a profile: the result keeps the reference frame's, byte for byte (it was
     dropped before). Here LittleCMS's own sRGB profile stands in for one: not the profile we generate."""

@@ -1,11 +1,12 @@
 """Building the report incrementally: re-render only what the records that changed touch.
 
 The state lives beside the pages, in the results folder, so a restart, the ``report`` command and the daemon
-share it, and deleting ``report/`` simply rebuilds everything:
+share it, and deleting ``.focus-watcher/report/`` simply rebuilds everything:
 
-- ``report/<scan>/.stacks.json``: the scan's entries (see :mod:`watcher.report.model`), each with the record
-  file's (mtime_ns, size) when read and the neighbours its page links to, and the scan's pending stacks;
-- ``report/.index.json``: one summary per scan, from which ``index.html`` is drawn without opening any scan.
+- ``.focus-watcher/report/<scan>/.stacks.json``: the scan's entries (see :mod:`watcher.report.model`), each with
+  the record file's (mtime_ns, size) when read and the neighbours its page links to, and the scan's pending stacks;
+- ``.focus-watcher/report/.index.json``: one summary per scan, from which ``index.html`` is drawn without opening
+  any scan.
 
 A record whose (mtime_ns, size) still matches is not read again. A scan is re-rendered when one of its records
 appeared, changed or went, or its pending stacks changed; a stack page when its record changed or its previous
@@ -34,13 +35,13 @@ from pathlib import Path, PurePosixPath
 
 from watcher import __version__, focus_range
 from watcher.atomic import is_temp_name, write_atomic
+from watcher.layout import records_root
 from watcher.names import display, natural_key
 from watcher.record import MAX_RECORD_BYTES, Record, UnreadableRecord, load_json, record_from
 from watcher.report.model import ScanSummary, StackEntry, entry_from_record, scan_advice_of, summarize
 from watcher.report.pages import render_index, render_scan
 from watcher.report.paths import INDEX, REPORT_FOLDER, folder_key, scan_folder, scan_key, scan_page, stack_page
 from watcher.report.stack_page import render_stack
-from watcher.service.results import OPENSCAN_FOLDER
 from watcher.untrusted import UnsafeFile, read_regular
 
 
@@ -56,7 +57,6 @@ def _drawing_code_digest() -> str:
 FORMAT = _drawing_code_digest()  # state and pages of another format are redrawn
 SCAN_STATE = ".stacks.json"  # in each scan's page folder
 INDEX_STATE = f"{REPORT_FOLDER}/.index.json"
-_SKIPPED_IN_OPENSCAN = {"metadata"}  # OpenScan's per-photo JSON: never records
 # A page that cannot be written for one of these is not at fault: the whole refresh is tried again later.
 _ENVIRONMENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
 
@@ -95,8 +95,9 @@ class _Listing:
 class Report:
     """The report of one results folder.
 
-    ``layout`` is the results layout (``mirror`` or ``openscan``): with ``openscan`` only ``stacked`` folders
-    hold records, which spares reading OpenScan's own JSON files when the results folder is the projects folder.
+    ``layout`` is the results layout (``mirror`` or ``openscan``): it says where the records are
+    (:func:`watcher.layout.records_root`); with ``openscan`` that is focus-watcher's own folder, so none of
+    OpenScan3's files in the projects folder is listed.
     Not thread-safe: call it from one thread at a time (several processes are fine: every write is atomic, and
     a state file that lags behind only costs a re-render).
     """
@@ -138,15 +139,12 @@ class Report:
 
     def _walk(self) -> dict[str, _Listing]:
         listings = {}
-        for folder, dirs, _files in os.walk(self.root):
+        for folder, dirs, _files in os.walk(self.root / records_root(self.layout)):
             relative = PurePosixPath(Path(folder).relative_to(self.root).as_posix())
-            dirs[:] = [d for d in dirs if not d.startswith(".")
-                       and not (str(relative) == "." and d == REPORT_FOLDER)
-                       and not (self.layout == "openscan" and d in _SKIPPED_IN_OPENSCAN)]
-            if self.layout != "openscan" or relative.name == OPENSCAN_FOLDER:
-                listing = self._list(relative)
-                if listing.records:
-                    listings[str(relative)] = listing
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            listing = self._list(relative)
+            if listing.records:
+                listings[str(relative)] = listing
         return listings
 
     def _list(self, folder: PurePosixPath) -> _Listing:
@@ -341,9 +339,9 @@ class Report:
         return 1
 
     def _prune(self, folder: str) -> None:
-        """Remove a scan's page folder, and its parents up to ``report/``, once they are empty."""
-        path = PurePosixPath(folder)
-        while str(path) != REPORT_FOLDER and path.parts and path.parts[0] == REPORT_FOLDER:
+        """Remove a scan's page folder, and its parents up to the report's folder, once they are empty."""
+        path, top = PurePosixPath(folder), PurePosixPath(REPORT_FOLDER)
+        while top in path.parents:
             try:
                 (self.root / path).rmdir()
             except OSError:  # not empty (another scan's pages), or gone

@@ -81,6 +81,8 @@ td.share{white-space:nowrap}
 .images{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:12px}
 .images figure{margin:0}
 .images img{max-width:100%;height:auto;border-radius:6px;background:var(--wait-bg)}
+.masked{position:relative;display:inline-block;max-width:100%}.masked img{display:block}
+.masked img.mask{position:absolute;inset:0;width:100%;height:100%;mix-blend-mode:multiply;opacity:.7;background:none}
 figcaption{font-size:.85em;color:var(--muted)}
 .chart svg{width:100%;height:auto;display:block;background:var(--card);border:1px solid var(--line);border-radius:6px}
 .legend{font-size:.85em;color:var(--muted);margin:.3em 0}

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from watcher.focus_range import Advice, FrameMetrics, frame_metrics, scan_advice, stack_advice
+from watcher.layout import DEPTH_SUFFIX as DEPTH_SUFFIX  # re-exported: where a stack's depth map is
 from watcher.record import Record, parse_time
 from watcher.report.paths import thumbnail
 
-DEPTH_SUFFIX = ".depth.png"
 FAILURES_ON_INDEX = 3  # per scan; the scan page lists them all
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
@@ -141,7 +141,7 @@ class ScanSummary:
     ok: int = 0
     failed: int = 0
     pending: int = 0
-    warned: int = 0  # stacks with warnings, or focus-range advice of their own (see :func:`notes`)
+    warned: int = 0  # ok stacks with warnings, or focus-range advice of their own (see :func:`notes`)
     started_at: str | None = None
     finished_at: str | None = None
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (name, reason, record) of the first few
@@ -171,7 +171,7 @@ def summarize(key: str, entries: Sequence[StackEntry], scan_level: Sequence[Advi
     starts, ends = [], []
     for entry in entries:
         setattr(summary, entry.status, getattr(summary, entry.status) + 1)
-        if notes(entry, scan_level):
+        if entry.status == "ok" and notes(entry, scan_level):  # a failed stack counts as failed only
             summary.warned += 1
         if entry.started_at:
             starts.append(entry.started_at)

@@ -1,23 +1,22 @@
 """Where the report's pages live, relative to the results folder (one home for the report's layout).
 
-    index.html                                all scans
-    report/<scan folder>/index.html           one scan: a grid of its positions
-    report/<scan folder>/<stack>.html         one stack
-    report/<scan folder>/<stack>.thumb.jpg    its thumbnail, and <stack>.depth.thumb.png its depth map's
+    index.html                                               all scans
+    .focus-watcher/report/<scan folder>/index.html           one scan: a grid of its positions
+    .focus-watcher/report/<scan folder>/<stack>.html         one stack
+    .focus-watcher/report/<scan folder>/<stack>.thumb.jpg    its thumbnail, and <stack>.depth.thumb.png its depth map's
 
-Pages and thumbnails sit apart from the results, so a photogrammetry import of a results folder, or OpenScan's
-upload of a ``stacked`` folder (which takes every .jpg in it), never meets them. A scan's folder is where its records
-are, without the openscan layout's trailing ``stacked``. All paths here are POSIX and relative to the results folder.
+Pages and thumbnails sit apart from the results, in focus-watcher's own folder (:mod:`watcher.layout`), so a
+photogrammetry import of a results folder, or OpenScan3's upload or ZIP download of a project, never meets them,
+whatever the projects are called. A scan's folder is its path in the results folder (:func:`folder_key`). All
+paths here are POSIX and relative to the results folder.
 """
 
 from __future__ import annotations
 
 import posixpath
 
-from watcher.service.results import OPENSCAN_FOLDER
-
-INDEX = "index.html"
-REPORT_FOLDER = "report"
+from watcher.layout import INDEX as INDEX  # the report's entry point, as the layout places it (re-exported)
+from watcher.layout import REPORT_FOLDER, scan_of_records
 
 
 def scan_key(record: str) -> str:
@@ -26,10 +25,8 @@ def scan_key(record: str) -> str:
 
 
 def folder_key(folder: str) -> str:
-    """The scan whose records are in ``folder``: the folder, without a trailing ``stacked``; "" at the top."""
-    if posixpath.basename(folder) == OPENSCAN_FOLDER:
-        folder = posixpath.dirname(folder)
-    return "" if folder in ("", ".") else folder
+    """The scan whose records are in ``folder`` ("" at the top; see :func:`watcher.layout.scan_of_records`)."""
+    return scan_of_records(folder)
 
 
 def scan_folder(key: str) -> str:

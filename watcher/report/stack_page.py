@@ -96,7 +96,25 @@ def _images(here: str, record: Mapping, entry: StackEntry, exists: Callable[[str
                        f'{esc(link(here, depth_small or depth))}" alt="depth map of {esc(entry.name)}" '
                        'loading="lazy"></a><figcaption>Depth map: which frame is sharpest where (dark = first '
                        "frame, light = last)</figcaption></figure>")
+    mask = _mask(record, folder, exists)
+    if mask and shown:
+        account = record.get("mask") if isinstance(record.get("mask"), Mapping) else {}
+        share, inferred = account.get("share"), account.get("inferred_share")
+        numbers = (f": {100 * share:.1f} % object, {100 * inferred:.1f} % of it inferred (no focus detail of its own)"
+                   if isinstance(share, (int, float)) and isinstance(inferred, (int, float)) else "")
+        figures.append(f'<figure><a href="{esc(link(here, mask))}"><span class="masked"><img src="'
+                       f'{esc(link(here, shown))}" alt="" loading="lazy"><img class="mask" src="'
+                       f'{esc(link(here, mask))}" alt="object mask of {esc(entry.name)}" loading="lazy"></span></a>'
+                       f"<figcaption>Object mask over the result, backdrop darkened{esc(numbers)} (open the mask)"
+                       "</figcaption></figure>")
     return f'<div class="images">{"".join(figures)}</div>'
+
+
+def _mask(record: Mapping, folder: PurePosixPath, exists: Callable[[str], bool]) -> str | None:
+    """The stack's object mask (its first output of kind ``mask``), where it is, or None."""
+    outputs = record.get("outputs") if isinstance(record.get("outputs"), list) else []
+    path = next((o.get("path") for o in outputs if isinstance(o, Mapping) and o.get("kind") == "mask"), None)
+    return find_output(path, folder, None, exists) if path else None
 
 
 def _focus(entry: StackEntry) -> str:

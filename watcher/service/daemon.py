@@ -4,8 +4,10 @@ Only this loop touches the tracker, the queue, the executor and the results fold
 queues raw events. The daemon orchestrates; the decisions are made elsewhere: the intake notices files and tells
 the tracker (:mod:`~watcher.service.intake`), the tracker decides what is ready, the job builder sizes the work
 (:mod:`~watcher.service.jobs`), the executor runs it (:mod:`~watcher.service.executor`), the policy decides what a
-finished run comes to (:mod:`~watcher.service.policy`), the store says what is done and writes records
-(:mod:`~watcher.service.results`), and the lock says who owns the results folder (:mod:`~watcher.service.lock`).
+finished run comes to (:mod:`~watcher.service.policy`), the placement says where outputs go
+(:mod:`~watcher.service.placement`), the store says what is done and writes records
+(:mod:`~watcher.service.records`), inputs are disposed of (:mod:`~watcher.service.inputs`), and the lock says
+who owns the results folder (:mod:`~watcher.service.lock`).
 
 Each pass is short (never blocks for more than a fraction of a second, however much the hot folder keeps), so it
 also feeds the systemd watchdog: if the loop hangs, the pings stop and systemd restarts the service.
@@ -17,7 +19,7 @@ import collections
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import structlog
 
@@ -26,22 +28,19 @@ from watcher.record import Record, UnreadableRecord, record_from
 from watcher.report import paths as report_paths
 from watcher.report.build import PendingStack
 from watcher.report.refresher import ReportRefresher
-from watcher.service.executor import Executor, Finished, Job
+from watcher.service.executor import Executor, Finished, Job, WorkerId
+from watcher.service.heap import return_free_memory
+from watcher.service.inputs import InputsChanged, dispose_inputs
 from watcher.service.intake import Intake
 from watcher.service.jobs import ScanCalibrations, frame_sources, make_job
 from watcher.service.lock import ResultsLock
 from watcher.service.naming import StackId
 from watcher.service.notify import SystemdNotifier
 from watcher.service.observer import start_watching
+from watcher.service.placement import UnsafeFolder, UnsafePathError
 from watcher.service.policy import Verdict, decide
 from watcher.service.pool import make_executor
-from watcher.service.results import (
-    InputsChanged,
-    ResultStore,
-    UnsafeFolder,
-    UnsafePathError,
-    build_record,
-)
+from watcher.service.records import RecordStore, build_record
 from watcher.service.status import report_pending
 from watcher.service.tracker import ReadyStack, StackTracker
 from watcher.stacking.probe import is_raw_name
@@ -88,7 +87,8 @@ class Daemon:
         except BaseException:
             self.lock.release()
             raise
-        self.store = ResultStore(self.results, settings.results, settings.stacking)
+        self.store = RecordStore.of(settings, self.results)
+        self.placement = self.store.placement
         self.tracker = StackTracker(settings.naming, settings.completeness)
         self.intake = Intake(self.hot, settings, self.tracker)
         self.queue: collections.deque[Job] = collections.deque()
@@ -102,12 +102,13 @@ class Daemon:
         self.longest_pass_cpu = 0.0  # s of the main thread's CPU in its busiest pass: does any pass do too much?
         self._status = ""
         self.observer = None  # watchdog's observer, once started
+        self.gave_up: str | None = None  # once: why it stopped before the work was done
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped (or, ``once``, until idle). Returns the exit status: 1 if ``once`` left work failed
-        or unfinished, else 0."""
+        """Run until stopped (or, ``once``, until idle, or until it gives up on an executor that cannot run
+        anything). Returns the exit status: 1 if ``once`` left work failed or unfinished, else 0."""
         try:
             self.start()
             while not self.stopping:
@@ -115,7 +116,7 @@ class Daemon:
                 self.step()
                 self.passes += 1
                 self.longest_pass_cpu = max(self.longest_pass_cpu, time.thread_time() - cpu)
-                if self.once and self._idle():
+                if self.once and (self._idle() or self._gives_up()):
                     break
             return self.shutdown()
         finally:
@@ -124,11 +125,12 @@ class Daemon:
     def start(self) -> None:
         """Clean up after a crash, start watching, begin the first walk of the hot folder (it goes on in slices of
         the passes that follow, however many files the hot folder keeps) and tell systemd we are ready."""
-        removed = self.store.remove_stale_temp_files()
+        tidied = self.store.tidy()
         log.info("daemon.start", hot=str(self.hot), results=str(self.results),
                  executor=self.settings.workers.executor, workers=self.pool.workers,
                  memory_budget_mb=self.settings.workers.memory_budget_mb, once=self.once,
-                 stale_temp_files_removed=removed)
+                 stale_temp_files_removed=tidied.temp_files_removed, records_moved=tidied.records_moved,
+                 record_folders_forgotten=tidied.record_folders_forgotten)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
         if not self.once:
@@ -148,9 +150,13 @@ class Daemon:
             self.intake.start_walk()
         if self.intake.continue_walk(_WALK_BUDGET):
             self._outputs_to_check = iter(list(self.outputs))
+            if not self.queue and not self.pool.running:  # idle after a walk: what the loop freed goes back
+                return_free_memory()
         self._check_outputs(_WALK_BUDGET)
         self.intake.recheck(_RECHECK_BUDGET)
         self.intake.report_unplaced()
+        for stack in self.tracker.take_dropped():  # its files are gone: its result is no longer ours to watch
+            self.outputs.pop(stack, None)
         self._enqueue_ready()
         self._start_jobs()
         self._notify()
@@ -180,7 +186,7 @@ class Daemon:
                  pending=self.tracker.pending(), waiting=waiting, passes=self.passes,
                  longest_pass_cpu_ms=round(self.longest_pass_cpu * 1000, 1))
         self.notifier.close()
-        return 1 if self.once and (self.counts["failed"] or waiting) else 0
+        return 1 if self.once and (self.counts["failed"] or waiting or self.gave_up) else 0
 
     def _idle(self) -> bool:
         """For ``once``: nothing running or queued, nothing ready, no file still settling, and no stack that only
@@ -196,23 +202,51 @@ class Daemon:
                      timeout_seconds=self.settings.completeness.stack_timeout_seconds)
         return not timing_out
 
+    def _gives_up(self) -> bool:
+        """For ``once``: the executor has been unable to run anything for longer than it waits (the cluster
+        unreachable): exit with its reason (:attr:`gave_up`) rather than wait; no stack is marked failed."""
+        reason = self.pool.unavailable()
+        if reason is not None:
+            self.gave_up = f"{reason}: nothing marked failed, the stacks are left for the next run"
+            log.error("once.gave_up", error=self.gave_up, queued=len(self.queue), running=self.pool.running)
+        return reason is not None
+
     def _check_outputs(self, budget: float) -> None:
-        """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again.
+        """A done stack whose result was deleted (by hand, or by OpenScan's "delete photos") is made again; one
+        whose scan folder went (a project deleted in OpenScan3) takes its record, kept apart, with it.
 
         Every result is checked once after each walk of the hot folder, for up to ``budget`` s per pass.
         """
         deadline = time.perf_counter() + budget
+        forgotten = []
         for stack in self._outputs_to_check:
             record = self.outputs.get(stack)
             if record is None:
                 continue
-            if not self.tracker.is_done(stack):
-                del self.outputs[stack]  # its inputs are gone or changed: it is no longer ours to watch
-            elif not self.store.intact(record):
+            done = self.tracker.is_done(stack)  # if not, its inputs are gone or changed: no longer ours to watch
+            if not done or not self.store.intact(record):
                 del self.outputs[stack]
-                self.tracker.undo(stack)  # ready again: made again, and logged as result.missing, when it is taken
+                if self._forget(stack):
+                    forgotten.append(stack)
+                if done:
+                    self.tracker.undo(stack)  # ready again: made again, and logged as result.missing, when it is taken
             if time.perf_counter() > deadline:
-                return
+                break
+        if forgotten:
+            pending = self._unfinished()
+            for stack in forgotten:
+                self.reporter.written(self.placement.paths(stack).record, pending)
+
+    def _forget(self, stack: StackId) -> bool:
+        """Remove the record of a stack whose scan folder is gone (see :meth:`RecordStore.forget`)."""
+        try:
+            forgotten = self.store.forget(stack)
+        except OSError as exc:  # read-only for now: the next start tidies it
+            log.warning("record.not_forgotten", stack=str(stack), error=str(exc))
+            return False
+        if forgotten:
+            log.info("record.forgotten", stack=str(stack), reason="its scan folder is gone")
+        return forgotten
 
     # --- deciding and doing work ---------------------------------------------------------------------------
 
@@ -251,7 +285,7 @@ class Daemon:
 
     def _job(self, ready: ReadyStack) -> Job | None:
         try:
-            paths = self.store.prepare(ready.stack, raw=all(is_raw_name(name) for name in ready.frames))
+            paths = self.placement.prepare(ready.stack, raw=all(is_raw_name(name) for name in ready.frames))
         except UnsafeFolder as exc:
             self._retry_later(ready, "results.unsafe", str(exc))
             return None
@@ -262,9 +296,9 @@ class Daemon:
         except OSError as exc:
             self._retry_later(ready, "results.unwritable", str(exc))
             return None
-        archive = self.intake.archives.get(ready.folder)
-        sources = frame_sources(ready, self.intake.folder_of(ready.folder), archive)
-        record = paths.record.relative_to(self.results).as_posix()
+        archive = self.intake.archives.get(ready.namespace)
+        sources = frame_sources(ready, self.intake.path_of(ready.namespace), archive)
+        record = self.placement.paths(ready.stack).record.relative_to(self.results).as_posix()
         thumbnails = (self.results / report_paths.thumbnail(record),
                       self.results / report_paths.depth_thumbnail(record))
         return make_job(ready, sources, paths, self.settings, self.pool.workers, {"ctx": _Context(ready, time.time())},
@@ -288,9 +322,9 @@ class Daemon:
         decision = decide(outcome, job.attempt, self.settings.workers.retries, stopping=stopping)
         match decision.verdict:
             case Verdict.RECORD_OK:
-                self._record_success(job, outcome.record, started, now, finished.seconds)
+                self._record_success(job, outcome.record, started, now, finished.seconds, outcome.worker)
             case Verdict.RECORD_FAILED:
-                self._record_failure(job, decision.message, started, now, outcome.fallback)
+                self._record_failure(job, decision.message, started, now, outcome.fallback, outcome.worker)
             case Verdict.RETRY:
                 log.warning(decision.event, stack=job.spec.stack, error=outcome.message, attempt=job.attempt)
                 self.queue.appendleft(Job(job.spec, job.estimate_bytes, job.attempt + 1, job.context))
@@ -308,21 +342,23 @@ class Daemon:
         level = log.warning if event in _WARNINGS else log.error
         level(event, stack=str(ready.stack), error=error, retry_in=delay)
 
-    def _record_success(self, job: Job, engine: dict, started: float, now: float, seconds: float) -> None:
+    def _record_success(self, job: Job, engine: dict, started: float, now: float, seconds: float,
+                        worker: WorkerId | None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
         warnings = []
         if ready.expected is not None and len(ready.frames) != ready.expected:
             warnings.append(f"{len(ready.frames)} frames where {ready.expected} were expected "
                             f"(complete because: {ready.reason})")
         try:
-            outputs = self.store.output_sizes(
-                [path for path in (job.spec.image, job.spec.deep_image, job.spec.depthmap) if path is not None])
+            written = [path for path in (job.spec.image, job.spec.deep_image, job.spec.depthmap) if path is not None]
+            outputs = self.store.output_sizes(written, masks=job.spec.masks)
         except OSError as exc:  # deleted the moment it was written: make it again
             self._retry_later(ready, "results.unwritable", f"result gone: {exc}")
             return
         record = build_record(ready.stack, ready.signature, status="ok", reason=ready.reason, attempts=job.attempt,
                               started_at=started, finished_at=now, outputs=outputs, engine=engine,
                               warnings=warnings)
+        _add_worker(record, worker)
         self.calibrations.learn(ready.stack.scan, str(ready.stack), engine)
         if self._write(ready, record):
             self.counts["done"] += 1
@@ -330,9 +366,9 @@ class Daemon:
                      warnings=len(record["warnings"]))
 
     def _record_failure(self, job: Job, message: str, started: float, now: float,
-                        fallback: dict | None = None) -> None:
+                        fallback: dict | None = None, worker: WorkerId | None = None) -> None:
         ready: ReadyStack = job.context["ctx"].ready
-        if not all(self.intake.folder.look(s.path) is not None for s in job.spec.sources):
+        if not all(self.intake.hot_folder.look(s.path) is not None for s in job.spec.sources):
             self._retry_later(ready, "stack.vanished", message)  # inputs deleted meanwhile: nothing to record
             return
         outputs, warnings = [], []
@@ -348,19 +384,21 @@ class Daemon:
         record = build_record(ready.stack, ready.signature, status="failed", reason=ready.reason,
                               attempts=job.attempt, started_at=started, finished_at=now, outputs=outputs,
                               error=message, warnings=warnings, fallback=fallback)
+        _add_worker(record, worker)
         if self._write(ready, record):
             self.counts["failed"] += 1
             log.error("stack.failed", stack=job.spec.stack, error=message, attempts=job.attempt,
-                      fallback=fallback["frame"] if fallback else None, upload_gap=bool(warnings))
+                      fallback=fallback["frame"] if fallback else None, upload_gap=bool(warnings),
+                      worker=worker.name if worker else None)
 
     def _write(self, ready: ReadyStack, record: dict) -> bool:
         try:
-            self.store.write_record(ready.stack, record)
+            self.store.write(ready.stack, record)
         except (OSError, UnsafeFolder) as exc:
             self._retry_later(ready, "results.unwritable", f"cannot write the record: {exc}")
             return False
         self._conclude(ready, record_from(record))
-        self.reporter.written(self.store.paths(ready.stack).record, self._unfinished())
+        self.reporter.written(self.placement.paths(ready.stack).record, self._unfinished())
         return True
 
     def _unfinished(self) -> list[PendingStack]:
@@ -378,10 +416,11 @@ class Daemon:
 
     def _dispose(self, ready: ReadyStack, record: Record) -> bool:
         """Archive or delete the inputs (``results.after_success``); False if that must be tried again."""
-        if self.settings.results.after_success == "keep" or ready.folder in self.intake.archives:
+        if self.settings.results.after_success == "keep" or ready.namespace in self.intake.archives:
             return True  # a scan zip is the original archive of a whole scan: always kept
         try:
-            action = self.store.dispose_inputs(self.intake.folder_of(ready.folder), ready.folder, record.signature)
+            action = dispose_inputs(self.settings.results, self.intake.path_of(ready.namespace), ready.namespace,
+                                    record.signature)
         except InputsChanged as exc:
             log.warning("inputs.changed", stack=str(ready.stack), error=str(exc))
             self.intake.relook(ready)  # the new frame makes the stack pending again
@@ -400,3 +439,9 @@ class Daemon:
             self.notifier.status(status)
         if self.notifier.watchdog_due(time.monotonic()):
             self.notifier.watchdog()
+
+
+def _add_worker(record: dict, worker: WorkerId | None) -> None:
+    """Who ran the stack (``{"host", "name"}``), in its record: ok or failed, wherever it ran."""
+    if worker is not None:
+        record["worker"] = asdict(worker)

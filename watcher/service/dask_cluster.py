@@ -1,8 +1,9 @@
 """The daemon's connection to a Dask cluster: kept up by a background thread, read as snapshots.
 
 :class:`ClusterConnection` connects to the scheduler, looks at its workers twice a second, logs who joins and
-leaves, and, when the scheduler goes away (stopped, crashed, the network down), drops the client and connects
-anew until it is back -- a restarted scheduler knows nothing of the old client, its tasks or its subscriptions.
+leaves (and lets each one that joins take stacks: :func:`~watcher.service.dask_task.take_stacks`), and, when
+the scheduler goes away (stopped, crashed, the network down), drops the client and connects anew until it is
+back -- a restarted scheduler knows nothing of the old client, its tasks or its subscriptions.
 Everything that can block on the network happens in that thread; the daemon's loop reads :meth:`connected`,
 a snapshot replaced whole, and never waits.
 
@@ -23,7 +24,7 @@ import structlog
 from distributed import Client
 
 from watcher import __version__
-from watcher.service.dask_task import TOPIC, worker_version
+from watcher.service.dask_task import TOPIC, take_stacks
 
 log = structlog.get_logger("focus-watcher")
 
@@ -39,7 +40,8 @@ class ClusterWorker:
     name: str
     host: str
     threads: int
-    memory: int | None  # bytes of its "memory" resource, None if it declares none
+    memory: int | None  # bytes of its "memory" resource (declared, or given it on joining); None: takes no stack
+    memory_limit: int | None  # bytes: where its nanny restarts it (--memory-limit); None: no limit
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class Cluster:
 
     @property
     def threads(self) -> int:
-        return sum(w.threads for w in self.workers)
+        """Task slots of the workers that take stacks (those with a memory resource)."""
+        return sum(w.threads for w in self.workers if w.memory is not None)
 
     @property
     def largest_memory(self) -> int:
@@ -73,6 +76,7 @@ class ClusterConnection:
         self.starts: queue.SimpleQueue[dict] = queue.SimpleQueue()  # the workers' start reports
         self._wake = wake  # set whenever something arrives for the daemon's loop
         self._cluster: Cluster | None = None
+        self.error: str | None = None  # why the last attempt to connect failed
         self._closing = threading.Event()
         _route_dask_logs()
         self._thread = threading.Thread(target=self._keep_up, name="focus-watcher-cluster", daemon=True)
@@ -95,8 +99,9 @@ class ClusterConnection:
             try:
                 client = Client(self.address, timeout=CONNECT_TIMEOUT, set_as_default=False)
             except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError: not there (yet)
+                self.error = str(exc) or type(exc).__name__
                 if not unreachable_logged:
-                    log.error("cluster.unreachable", scheduler=self.address, error=str(exc) or type(exc).__name__,
+                    log.error("cluster.unreachable", scheduler=self.address, error=self.error,
                               retry_every=_RETRY_CONNECT)
                     unreachable_logged = True
                 self._closing.wait(_RETRY_CONNECT)
@@ -108,15 +113,16 @@ class ClusterConnection:
                     self._closing.wait(_REFRESH)
             except Exception as exc:  # noqa: BLE001 - the scheduler went away: start over with a new client
                 self._cluster = None
-                log.error("cluster.disconnected", scheduler=self.address, error=str(exc) or type(exc).__name__)
-                self._wake.set()
+                if not self._closing.is_set():  # (closed by the daemon: not a loss)
+                    log.error("cluster.disconnected", scheduler=self.address, error=str(exc) or type(exc).__name__)
+                    self._wake.set()
                 _close(client, timeout=2)
 
     def _look(self, client: Client) -> None:
         if client.status != "running":
             raise ConnectionError("the connection to the scheduler was lost")
         info = client.scheduler_info(n_workers=-1)
-        workers = tuple(sorted((_worker(address, entry) for address, entry in info.get("workers", {}).items()),
+        workers = tuple(sorted((cluster_worker(address, entry) for address, entry in info.get("workers", {}).items()),
                                key=lambda w: w.name))
         previous = self._cluster
         if previous is None or previous.client is not client or previous.scheduler_id != info["id"]:
@@ -128,15 +134,8 @@ class ClusterConnection:
         self._wake.set()
         before = {w.address: w for w in previous.workers}
         for worker in workers:
-            if worker.address in before:
-                continue
-            log.info("cluster.worker_joined", worker=worker.name, host=worker.host, threads=worker.threads,
-                     memory_mb=None if worker.memory is None else worker.memory >> 20)
-            if worker.memory is None:
-                log.warning("cluster.worker_without_memory", worker=worker.name,
-                            error="this worker declares no memory resource, so it takes no stack: start it with "
-                                  "--resources memory=BYTES")
-            _check_version(client, worker)
+            if worker.address not in before:
+                _welcome(client, worker)
         for address in before.keys() - {w.address for w in workers}:
             log.warning("cluster.worker_left", worker=before[address].name, host=before[address].host)
 
@@ -152,7 +151,8 @@ def describe_cluster(address: str, timeout: float = CONNECT_TIMEOUT) -> dict:
     """For ``status``: the cluster's workers and the stacks each one runs now (from the scheduler alone: no daemon
     needed, and a worker that does not answer -- swapping, stopped -- cannot hang ``status``). The daemon sends no
     more stacks than the workers have threads, so what the scheduler has given a worker is what it runs.
-    ``{"scheduler", "error", "workers": [{"name", "address", "host", "threads", "memory_mb", "stacks"}]}``;
+    ``{"scheduler", "error", "workers": [{"name", "address", "host", "threads", "memory_mb", "memory_limit_mb",
+    "stacks"}]}`` (``memory_mb``: its memory resource, declared or given it by the daemon);
     ``error`` says why there are no workers to show (the scheduler unreachable)."""
     try:
         with Client(address, timeout=timeout, set_as_default=False) as client:
@@ -161,10 +161,11 @@ def describe_cluster(address: str, timeout: float = CONNECT_TIMEOUT) -> dict:
     except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError: report it, do not fail status
         return {"scheduler": address, "error": str(exc) or type(exc).__name__, "workers": []}
     workers = []
-    for worker in sorted((_worker(*item) for item in info.get("workers", {}).items()), key=lambda w: w.name):
+    for worker in sorted((cluster_worker(*item) for item in info.get("workers", {}).items()), key=lambda w: w.name):
         stacks = sorted(filter(None, (stack_of(key) for key in running.get(worker.address, {}))))
         workers.append({"name": worker.name, "address": worker.address, "host": worker.host,
                         "threads": worker.threads, "memory_mb": None if worker.memory is None else worker.memory >> 20,
+                        "memory_limit_mb": None if worker.memory_limit is None else worker.memory_limit >> 20,
                         "stacks": stacks})
     return {"scheduler": address, "error": None, "workers": workers}
 
@@ -176,25 +177,34 @@ def stack_of(key: object) -> str | None:
     return None
 
 
-def _worker(address: str, entry: dict) -> ClusterWorker:
+def cluster_worker(address: str, entry: dict) -> ClusterWorker:
+    """A worker as the scheduler describes it (an entry of ``scheduler_info()["workers"]``)."""
     memory = (entry.get("resources") or {}).get("memory")
     return ClusterWorker(address=address, name=str(entry.get("name", address)), host=str(entry.get("host", "")),
-                         threads=int(entry.get("nthreads", 1)), memory=None if memory is None else int(memory))
+                         threads=int(entry.get("nthreads", 1)), memory=None if memory is None else int(memory),
+                         memory_limit=entry.get("memory_limit") or None)
 
 
-def _check_version(client: Client, worker: ClusterWorker) -> None:
-    """Warn about a worker that cannot run our tasks as they are sent: focus-watcher missing, or another version
-    (a job's fields may differ; its stacks would fail there and be retried)."""
+def _welcome(client: Client, worker: ClusterWorker) -> None:
+    """A worker joined: let it take stacks (:func:`~watcher.service.dask_task.take_stacks` gives a plain worker
+    its memory resource), say so, and warn about one that cannot run our tasks as they are sent: focus-watcher
+    missing (it takes no stack), or another version (a job's fields may differ; its stacks would fail there)."""
     try:
-        version = client.run(worker_version, workers=[worker.address]).get(worker.address)
-    except Exception as exc:  # noqa: BLE001 - ModuleNotFoundError on the worker, or it left meanwhile
+        facts = client.run(take_stacks, workers=[worker.address]).get(worker.address)
+    except Exception as exc:  # ModuleNotFoundError on the worker, it left meanwhile, or our connection went
+        if client.status != "running":  # our connection went (the scheduler stopped, or the daemon is stopping)
+            raise ConnectionError("the connection to the scheduler was lost") from exc
+        log.info("cluster.worker_joined", worker=worker.name, host=worker.host, threads=worker.threads,
+                 memory_mb=None if worker.memory is None else worker.memory >> 20, memory_from=None)
         log.error("cluster.worker_unusable", worker=worker.name, host=worker.host,
                   error=f"cannot run focus-watcher there ({type(exc).__name__}: {exc}): install "
                         f'"focus-watcher[dask]=={__version__}" in the worker\'s environment')
         return
-    if version != __version__:
+    log.info("cluster.worker_joined", worker=worker.name, host=worker.host, threads=worker.threads,
+             memory_mb=facts["memory"] >> 20, memory_from=facts["memory_from"])
+    if facts["version"] != __version__:
         log.warning("cluster.worker_unusable", worker=worker.name, host=worker.host,
-                    error=f"runs focus-watcher {version}, the daemon {__version__}: install the same version")
+                    error=f"runs focus-watcher {facts['version']}, the daemon {__version__}: install the same version")
 
 
 def _close(client: Client, timeout: float) -> None:

@@ -4,10 +4,11 @@ The daemon sees the same :class:`~watcher.service.executor.Executor` as with the
 collects outcomes. Everything cluster-shaped happens here:
 
 - **Capacity.** At most as many stacks are in flight as the connected workers have threads; each task asks for
-  its estimated peak memory as the resource ``memory`` (workers declare theirs: ``dask worker ... --resources
-  memory=6e9``), so Dask never runs more on a worker than its memory holds, and a 64 MP stack never lands on a
-  4 GB Pi. A stack that no connected worker has the memory for fails with a record after
-  ``workers.dask_wait_for_worker_seconds``; with no worker connected at all, it just waits.
+  its estimated peak memory as the resource ``memory``, so Dask never runs more on a worker than its memory
+  holds, and a 64 MP stack never lands on a 4 GB Pi. Workers may declare theirs (``dask worker ... --resources
+  memory=6e9``); a plain ``dask worker`` is given one from its memory limit when it joins
+  (:func:`~watcher.service.dask_task.stack_memory`). A stack that no connected worker has the memory for fails
+  with a record after ``workers.dask_wait_for_worker_seconds``; with no worker connected at all, it just waits.
 - **Frames.** Workers read them by path (``workers.dask_path_map`` maps the daemon's prefixes to theirs), or the
   daemon reads them and ships the bytes (``workers.dask_frames = "ship"``), in a background thread.
 - **Results.** A task returns the files it made as bytes; they are written here with the same atomic writer as
@@ -25,9 +26,7 @@ threads; the daemon's loop only reads their snapshots and submits, so it never w
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import stat
 import sys
 import threading
 import time
@@ -45,7 +44,8 @@ from watcher.atomic import write_atomic
 from watcher.config import Settings
 from watcher.service.dask_cluster import KEY_PREFIX, Cluster, ClusterConnection
 from watcher.service.dask_task import ShippedFrame, TaskResult, stack_task
-from watcher.service.executor import Finished, Job, JobSpec, Outcome, OutcomeKind
+from watcher.service.executor import Finished, Job, JobSpec, Outcome, OutcomeKind, WorkerId
+from watcher.service.inputs import InputState, input_state
 from watcher.stacking.frames import FrameError, FrameSource, max_file_bytes
 
 log = structlog.get_logger("focus-watcher")
@@ -81,6 +81,7 @@ class DaskExecutor:
         self._wake = threading.Event()  # something came back: a start, a result, a change of the cluster
         self._results: queue.SimpleQueue[tuple[_Task, Future, object]] = queue.SimpleQueue()
         self._background = ThreadPoolExecutor(1, thread_name_prefix="focus-watcher-dask")
+        self._unusable_since: float | None = time.monotonic()  # since when no connected worker takes stacks
         self.connection = ClusterConnection(self.settings.dask_scheduler, self._wake)
 
     # --- the Executor interface ----------------------------------------------------------------------------
@@ -113,6 +114,10 @@ class DaskExecutor:
         self._take_starts(now, finished)
         self._take_results(finished)
         cluster = self.connection.connected()
+        if cluster is not None and cluster.threads:
+            self._unusable_since = None
+        elif self._unusable_since is None:
+            self._unusable_since = now
         for task in list(self._tasks):
             if task.future is not None and (cluster is None or task.client is not cluster.client):
                 if cluster is not None:  # connected again, through a new client: the old one's tasks are gone
@@ -139,6 +144,19 @@ class DaskExecutor:
         self._background.shutdown(wait=False, cancel_futures=True)
         self.connection.close()
         return finished
+
+    def unavailable(self) -> str | None:
+        """The scheduler unreachable, or no worker that takes stacks connected, for longer than
+        ``workers.dask_wait_for_worker_seconds`` (as of the last :meth:`collect`)."""
+        since, patience = self._unusable_since, self.settings.dask_wait_for_worker_seconds
+        if since is None or time.monotonic() - since < patience:
+            return None
+        address = self.settings.dask_scheduler
+        if self.connection.connected() is None:
+            return (f"the Dask scheduler at {address} was unreachable for {patience:.0f} s "
+                    f"({self.connection.error or 'no answer'})")
+        return (f"no worker of the Dask cluster at {address} took stacks for {patience:.0f} s (none connected, "
+                "or none can run focus-watcher: cluster.worker_unusable in the log)")
 
     # --- submitting ----------------------------------------------------------------------------------------
 
@@ -220,7 +238,8 @@ class DaskExecutor:
                        "its nanny for going over its memory limit)")
             if run > 1 + self.settings.retries:
                 task.job.attempt = run - 1
-                finished.append(self._finish(task, Outcome(OutcomeKind.DIED, message), cancel=True))
+                finished.append(self._finish(task, Outcome(OutcomeKind.DIED, message, worker=_worker_of(left)),
+                                             cancel=True))
             else:
                 log.warning("stack.retry", stack=stack, error=message, attempt=run - 1)
 
@@ -256,13 +275,14 @@ class DaskExecutor:
         changed = next((source.name for source in spec.sources if not _unchanged(source)), None)
         if changed is not None:
             return Outcome(OutcomeKind.UNAVAILABLE,
-                           f"{changed} changed while the cluster stacked it: its result is not written")
+                           f"{changed} changed while the cluster stacked it: its result is not written",
+                           worker=result.outcome.worker)
         try:
             for kind, path in spec.outputs().items():
                 if kind in result.outputs:
                     write_atomic(path, result.outputs[kind])
         except OSError as exc:
-            return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the result: {exc}")
+            return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the result: {exc}", worker=result.outcome.worker)
         return result.outcome
 
     def _check(self, task: _Task, cluster: Cluster, now: float, finished: list[Finished]) -> None:
@@ -284,14 +304,17 @@ class DaskExecutor:
         elif now - task.unrunnable_since > self.settings.dask_wait_for_worker_seconds:
             largest = cluster.largest_memory
             offer = (f"the largest offers {largest >> 20} MiB" if largest else
-                     "none declares a memory resource")
+                     "none can run focus-watcher (cluster.worker_unusable in the log)")
             message = (f"needs about {task.memory >> 20} MiB, more than any worker of the cluster has: {offer} "
-                       f"(dask worker --resources memory=BYTES); waited "
+                       f"(a bigger worker: dask worker --memory-limit BYTES, or --resources memory=BYTES); waited "
                        f"{self.settings.dask_wait_for_worker_seconds:.0f} s for one")
             finished.append(self._finish(task, Outcome(OutcomeKind.FAILED, message), cancel=True))
 
     def _finish(self, task: _Task, outcome: Outcome, *, cancel: bool = False) -> Finished:
+        """End ``task`` with ``outcome`` (said to have run on its latest run's worker, unless it says who)."""
         self._tasks.remove(task)
+        if outcome.worker is None and task.runs:
+            outcome = replace(outcome, worker=_worker_of(task.runs[-1]))
         if cancel and task.future is not None:
             with contextlib.suppress(Exception):  # the connection is gone: the scheduler forgot it anyway
                 task.future.cancel()
@@ -312,6 +335,11 @@ class DaskExecutor:
                 log.warning("cluster.restart_failed", worker=address, error=str(exc))
 
 
+def _worker_of(start: dict) -> WorkerId:
+    """The worker a start report (:func:`~watcher.service.dask_task.stack_task`) came from."""
+    return WorkerId(start["hostname"], start["name"])
+
+
 def worker_path(path: Path, mapping: dict[str, str]) -> Path:
     """``path`` with the first prefix of ``mapping`` it lies under (whole components only) replaced."""
     for prefix, target in mapping.items():
@@ -322,16 +350,10 @@ def worker_path(path: Path, mapping: dict[str, str]) -> Path:
 
 
 def _unchanged(source: FrameSource) -> bool:
-    """The input is still the regular file (or zip) of the size and mtime the daemon saw."""
+    """The input is still the regular file (or zip) the daemon saw (:func:`~watcher.service.inputs.input_state`)."""
     if source.seen is None:
         return True
     try:
-        info = os.lstat(source.path)
+        return input_state(source.path, *source.seen, member=source.member is not None) is InputState.SAME
     except OSError:
         return False
-    if not stat.S_ISREG(info.st_mode):
-        return False
-    size, mtime_ns = source.seen
-    if source.member is not None:  # a zip member: the zip's mtime is the member's
-        return info.st_mtime_ns == mtime_ns
-    return (info.st_size, info.st_mtime_ns) == (size, mtime_ns)

@@ -10,7 +10,7 @@ executors implement it, each beside this module: the local pool of worker proces
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,13 +48,29 @@ class JobSpec:
     depth_thumbnail: Path | None = None
     calibration: Calibration | None = None  # the scan's focus-step transforms, checked and reused
     deep_image: Path | None = None  # a raw stack's 16-bit image beside the (JPEG) image
+    masks: tuple[Path, ...] = ()  # the object mask, made once, written under each of these names
 
     def outputs(self) -> dict[str, Path]:
         """The files this job may write, by kind (``image``, ``deep_image``, ``depthmap``, ``thumbnail``,
-        ``depth_thumbnail``)."""
+        ``depth_thumbnail``, ``mask0``, ``mask1``, ...)."""
         named = {"image": self.image, "deep_image": self.deep_image, "depthmap": self.depthmap,
-                 "thumbnail": self.thumbnail, "depth_thumbnail": self.depth_thumbnail}
+                 "thumbnail": self.thumbnail, "depth_thumbnail": self.depth_thumbnail,
+                 **{f"mask{i}": path for i, path in enumerate(self.masks)}}
         return {kind: path for kind, path in named.items() if path is not None}
+
+    def relocated(self, folder: Path) -> JobSpec:
+        """This job with each output in ``folder``, named after its kind (a cluster worker's scratch space)."""
+        local = {kind: Path(folder, kind + path.suffix) for kind, path in self.outputs().items()}
+        fields = {kind: path for kind, path in local.items() if not kind.startswith("mask")}
+        return replace(self, **fields, masks=tuple(local[f"mask{i}"] for i in range(len(self.masks))))
+
+
+@dataclass(frozen=True)
+class WorkerId:
+    """Who ran a stack, as its record says (``worker``): the machine, and the worker on it."""
+
+    host: str  # the machine's host name
+    name: str  # "local pid 1234", or the Dask worker's name and address
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class Outcome:
     message: str | None = None  # what went wrong, for every kind but OK
     record: dict | None = None  # OK: the engine's record
     fallback: dict | None = None  # FAILED with a fallback image: {"frame": name, "index": position}
+    worker: WorkerId | None = None  # who ran it; None if no worker did (never placed, stopped before it started)
 
 
 @dataclass
@@ -101,3 +118,7 @@ class Executor(Protocol):
 
     def shutdown(self, grace_seconds: float) -> list[Finished]:
         """Let running jobs finish for up to ``grace_seconds``, then stop the rest (outcome ``DIED``)."""
+
+    def unavailable(self) -> str | None:
+        """Why no stack has been able to run for longer than this executor waits (a cluster unreachable, or
+        without a worker that takes stacks); None while stacks can run, or may soon. ``once`` gives up on it."""

@@ -42,7 +42,7 @@ class Intake:
         self.hot = hot
         self.settings = settings
         self.tracker = tracker
-        self.folder = HotFolder(hot, settings.naming.extensions, exclude=excluded_results(settings))
+        self.hot_folder = HotFolder(hot, settings.naming.extensions, exclude=excluded_results(settings))
         self.events: queue.Queue[Event] = queue.Queue()  # filled by watchdog's thread
         self.archives: dict[str, Path] = {}  # zip scan -> zip path
         self._archive_states: dict[str, FileState] = {}
@@ -54,15 +54,15 @@ class Intake:
     def walking(self) -> bool:
         return self._walk is not None
 
-    def folder_of(self, scan: str) -> Path:
+    def path_of(self, namespace: str) -> Path:
         """The folder of a scan namespace ("" is the hot folder itself)."""
-        return self.hot.joinpath(*scan.split("/"))
+        return self.hot.joinpath(*namespace.split("/"))
 
     # --- walks ---------------------------------------------------------------------------------------------
 
     def start_walk(self) -> None:
         """Begin a walk of the whole hot folder (a walk under way starts over)."""
-        self._walk = _Walk(self.folder.walk(), self.tracker.clock())
+        self._walk = _Walk(self.hot_folder.walk(), self.tracker.clock())
 
     def continue_walk(self, budget: float | None) -> bool:
         """Go on walking for up to ``budget`` s (None: to the end); True when the walk ended in this call.
@@ -84,14 +84,14 @@ class Intake:
         self._walk = None
         for scan in self.tracker.scans():
             if scan in self.archives:
-                if scan not in walk.seen["archive"] and self.folder.look(self.archives[scan]) is None:
+                if scan not in walk.seen["archive"] and self.hot_folder.look(self.archives[scan]) is None:
                     self._forget_archive(scan)
                 continue
             for name in self.tracker.known(scan):
                 if (scan, name) not in walk.seen["frame"]:
-                    path = self.folder_of(scan) / name
-                    self.tracker.observe(scan, name, self.folder.look(path, self.tracker.state(scan, name)))
-            scan_json = self.folder_of(scan) / SCAN_JSON
+                    path = self.path_of(scan) / name
+                    self.tracker.observe(scan, name, self.hot_folder.look(path, self.tracker.state(scan, name)))
+            scan_json = self.path_of(scan) / SCAN_JSON
             if (scan not in walk.seen["scan_json"] and self.tracker.scan_info(scan) is not None
                     and not scan_json.exists()):
                 self.tracker.set_scan_info(scan, None)
@@ -117,10 +117,10 @@ class Intake:
                 walk_all = walk_all or "a folder was removed"
             elif event.is_directory:
                 if event.kind == "created" and event.path.is_dir() and not event.path.is_symlink():
-                    for found in self.folder.walk(below=event.path):
+                    for found in self.hot_folder.walk(below=event.path):
                         self.take(found, writing=None)
             else:
-                found = self.folder.locate(event.path)
+                found = self.hot_folder.locate(event.path)
                 if found is not None:
                     # Open/close tracking only where events are precise (inotify); polling reports plain changes.
                     writing = {"modified": True, "closed": False}.get(event.kind) if inotify else None
@@ -140,10 +140,10 @@ class Intake:
     def take(self, found: Found, writing: bool | None, found_together: float | None = None) -> None:
         if found.kind == "frame":
             previous = self.tracker.state(found.scan, found.name)
-            state = self.folder.look(found.path, previous, found.info)
+            state = self.hot_folder.look(found.path, previous, found.info)
             self.tracker.observe(found.scan, found.name, state, writing=writing, found_together=found_together)
         elif found.kind == "scan_json":
-            self.tracker.set_scan_info(found.scan, self.folder.scan_info(found.path))
+            self.tracker.set_scan_info(found.scan, self.hot_folder.scan_info(found.path))
         else:
             self._take_archive(found.scan, found.path, found_together)
 
@@ -155,7 +155,7 @@ class Intake:
             if scan in self.archives:
                 zips.add(scan)  # once per zip and pass, however many members are due
             else:
-                self.take(Found("frame", scan, name, self.folder_of(scan) / name), writing=None)
+                self.take(Found("frame", scan, name, self.path_of(scan) / name), writing=None)
             if time.perf_counter() > deadline:
                 break
         for scan in zips:
@@ -163,11 +163,11 @@ class Intake:
 
     def relook(self, ready: ReadyStack) -> None:
         """Look again at a stack's files now (an input was reported changed or unreadable)."""
-        if ready.folder in self.archives:
-            self._take_archive(ready.folder, self.archives[ready.folder])
+        if ready.namespace in self.archives:
+            self._take_archive(ready.namespace, self.archives[ready.namespace])
             return
         for name in ready.frames:
-            self.take(Found("frame", ready.folder, name, self.folder_of(ready.folder) / name), writing=None)
+            self.take(Found("frame", ready.namespace, name, self.path_of(ready.namespace) / name), writing=None)
 
     def report_unplaced(self) -> None:
         for scan, item in self.tracker.take_unplaced():
@@ -180,7 +180,7 @@ class Intake:
         """An OpenScan2 scan zip is a whole scan: its members are its frames. Its directory is read only when the
         zip changed; an unchanged zip just confirms the members already known."""
         previous = self._archive_states.get(scan)
-        state = self.folder.look(path, previous)
+        state = self.hot_folder.look(path, previous)
         if state is None:
             self._forget_archive(scan)
             return
@@ -192,7 +192,7 @@ class Intake:
             return
         self._archive_states[scan] = state
         try:
-            members = self.folder.archive_frames(path) or {}
+            members = self.hot_folder.archive_frames(path) or {}
         except ArchiveRefused as exc:
             if scan not in self._refused:
                 self._refused.add(scan)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from watcher.config import Settings
 from watcher.service.executor import Job, JobSpec
-from watcher.service.results import StackPaths
+from watcher.service.placement import StackPaths
 from watcher.service.tracker import ReadyStack
 from watcher.stacking.calibration import Calibration
 from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
@@ -41,7 +41,7 @@ def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPa
     ``thumbnails``: where the report's thumbnails of the result and of its depth map go. The scan's calibration
     is added when the job starts (by the daemon), not here: a stack queued behind its scan's
     first one should reuse what that one learns. The result is written in the format its path says (a stack of
-    raw frames may have another than ``stacking.output_format``: :meth:`ResultStore.paths`).
+    raw frames may have another than ``stacking.output_format``: :meth:`~watcher.service.placement.Placement.paths`).
     """
     stacking = settings.stacking.model_copy(update={"output_format": SUFFIXES[paths.image.suffix.lower()]})
     raw = is_raw_name(sources[0].name)
@@ -65,6 +65,7 @@ def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPa
         fallback=settings.results.on_failure == "sharpest_frame",
         thumbnail=thumbnails[0] if thumbnails else None,
         depth_thumbnail=thumbnails[1] if thumbnails and stacking.depthmap else None,
+        masks=paths.masks,
     )
     return Job(spec, estimate, context=context)
 

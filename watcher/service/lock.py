@@ -5,8 +5,8 @@ stack the same stacks twice, and the newcomer's start-up clean-up would delete t
 ``flock`` on the results folder itself says who owns the output: the kernel releases it when the holder exits or
 dies (even by ``kill -9``), so a stale lock never blocks a restart, and taking it needs no write -- a daemon
 restarted while its results folder is full or read-only still starts, and waits. The holder's pid goes into
-``.focus-watcher.pid`` (when it can be written), for the message. ``status``, ``doctor`` and ``config`` only
-read, and never take the lock.
+``.focus-watcher/pid`` (when it can be written), for the message: in our own folder, never among OpenScan3's
+projects (:mod:`watcher.layout`). ``status``, ``doctor`` and ``config`` only read, and never take the lock.
 """
 
 from __future__ import annotations
@@ -14,9 +14,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-PID_NAME = ".focus-watcher.pid"  # hidden: the hot-folder walk and OpenScan's indexing skip it
+from watcher.layout import PID_FILE
+from watcher.service.placement import UnsafeFolder, real_folder
+
+_PID = PurePosixPath(PID_FILE)
+_OLD_PID_FILE = ".focus-watcher.pid"  # where earlier builds wrote it: removed once the lock is ours
 
 
 class ResultsBusy(RuntimeError):
@@ -44,13 +48,14 @@ class ResultsLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ResultsBusy(self.folder, _holder(self.folder / PID_NAME)) from None
+            raise ResultsBusy(self.folder, _holder(self.folder / PID_FILE)) from None
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
-        with contextlib.suppress(OSError):  # full or read-only for now: the lock holds all the same
-            (self.folder / PID_NAME).write_text(f"{os.getpid()}\n")
+        with contextlib.suppress(OSError, UnsafeFolder):  # full or read-only for now: the lock holds all the same
+            (real_folder(self.folder, _PID.parent.parts) / _PID.name).write_text(f"{os.getpid()}\n")
+            (self.folder / _OLD_PID_FILE).unlink(missing_ok=True)
         return self
 
     def release(self) -> None:

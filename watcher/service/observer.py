@@ -27,15 +27,16 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserverVFS
 
 from watcher.config import Settings
+from watcher.layout import OPENSCAN_FOLDER
+from watcher.masks import FOLDER as MASKS_FOLDER
 from watcher.service.archive import list_members
 from watcher.service.naming import ScanInfo, is_candidate, is_scan_archive, parse_scan_json
-from watcher.service.results import OPENSCAN_FOLDER
 from watcher.service.tracker import FileState
 from watcher.stacking.probe import file_is_whole
 from watcher.untrusted import UnsafeFile, open_regular, read_regular
 
 SCAN_JSON = "scan.json"
-_SKIPPED_FOLDERS = {OPENSCAN_FOLDER, "metadata"}
+_SKIPPED_FOLDERS = {OPENSCAN_FOLDER, MASKS_FOLDER, "metadata"}
 _MAX_SCAN_JSON_BYTES = 1 << 20  # OpenScan3's scan.json is a few KiB
 
 

@@ -14,12 +14,13 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import signal
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 
 from watcher.config import ConfigError, Settings
-from watcher.service.executor import Executor, Finished, Job, Outcome, OutcomeKind
+from watcher.service.executor import Executor, Finished, Job, Outcome, OutcomeKind, WorkerId
 from watcher.service.worker import run
 
 # forkserver_init first: the forkserver ignores the process group's SIGINT/SIGTERM before anything else. numpy.ma:
@@ -123,6 +124,10 @@ class WorkerPool:
             finished.append(self._finish(running, Outcome(OutcomeKind.DIED, "stopped: the daemon shut down")))
         return finished
 
+    def unavailable(self) -> str | None:
+        """Never: this machine is always there."""
+        return None
+
     def _receive(self, running: _Running) -> None:
         if running.outcome is None and running.conn.poll():
             with contextlib.suppress(EOFError, OSError):
@@ -141,4 +146,6 @@ class WorkerPool:
     def _finish(self, running: _Running, outcome: Outcome) -> Finished:
         self._running.remove(running)
         running.conn.close()
+        if outcome.worker is None:  # killed, timed out, died: the worker said nothing, but it ran there
+            outcome = replace(outcome, worker=WorkerId(socket.gethostname(), f"local pid {running.process.pid}"))
         return Finished(running.job, outcome, time.monotonic() - running.started)

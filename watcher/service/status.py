@@ -17,7 +17,8 @@ from watcher.record import UnreadableRecord, parse_time
 from watcher.report.build import PendingStack
 from watcher.service.intake import Intake
 from watcher.service.naming import ScanInfo, StackId
-from watcher.service.results import ResultStore, UnsafePathError
+from watcher.service.placement import UnsafePathError
+from watcher.service.records import RecordStore
 from watcher.service.tracker import StackTracker
 
 _RATE_WINDOW = 10  # the latest records of a scan its stacking rate is measured over
@@ -49,7 +50,7 @@ class Summary:
 
 def summarize(settings: Settings, errors: int = 5) -> Summary:
     """Count done/failed records and pending stacks; the ``errors`` most recent failures."""
-    store = ResultStore(settings.results_folder, settings.results, settings.stacking)
+    store = RecordStore.of(settings)
     summary = Summary()
     failures = []
     finished: dict[str, list[str]] = {}  # scan -> finished_at of its records
@@ -92,14 +93,14 @@ def progress(scan: str, finished: list[str], pending: int, info: ScanInfo | None
                         round(rate * 60, 2) if rate else None, eta)
 
 
-def pending_stacks(settings: Settings, store: ResultStore) -> tuple[list[StackId], int]:
+def pending_stacks(settings: Settings, store: RecordStore) -> tuple[list[StackId], int]:
     """The stacks in the hot folder that are not done with their current inputs (or whose result is gone), and
     the number of files no stack can take -- as the daemon would see them (for ``status`` and the report)."""
     pending, unplaced, _infos = _hot_folder(settings, store)
     return pending, unplaced
 
 
-def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], int, dict[str, ScanInfo | None]]:
+def _hot_folder(settings: Settings, store: RecordStore) -> tuple[list[StackId], int, dict[str, ScanInfo | None]]:
     """One walk of the hot folder, fed to a tracker exactly as the daemon feeds its own (its intake)."""
     if not settings.hot_folder.is_dir():
         return [], 0, {}
@@ -119,12 +120,12 @@ def _hot_folder(settings: Settings, store: ResultStore) -> tuple[list[StackId], 
     return pending, unplaced, {scan: tracker.scan_info(scan) for scan in tracker.scans()}
 
 
-def report_pending(store: ResultStore, stacks: Iterable[StackId]) -> list[PendingStack]:
+def report_pending(store: RecordStore, stacks: Iterable[StackId]) -> list[PendingStack]:
     """``stacks`` as the report shows the stacks still to do (one with an unsafe id is never stacked: not shown)."""
     pending = []
     for stack in stacks:
         try:
-            pending.append(PendingStack(store.paths(stack).record, stack.stack))
+            pending.append(PendingStack(store.placement.paths(stack).record, stack.stack))
         except UnsafePathError:
             continue
     return pending

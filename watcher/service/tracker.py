@@ -12,8 +12,8 @@ walk are new too. (mtimes only tell whether a file changed.)
 A **frame is usable** when it is *settled* -- a look at least ``settle_seconds`` after its last change found it
 unchanged -- no writer is known to have it open, and it is whole by its format: its end marker is present (JPEG
 FF D9, PNG IEND), or, for a raw file, which has none, its structure lies inside the file. A frame that stays
-incomplete for ``stack_timeout_seconds`` is usable too: its stack is then stacked and fails with a clear
-"truncated" message instead of waiting forever.
+incomplete for ``stack_timeout_seconds``, or once its scan.json says the scan ended (no writer will finish it), is
+usable too: its stack is then stacked and fails with a clear "truncated" message instead of waiting forever.
 
 A **stack is ready** when all its frames are usable and one of these holds (the record names which):
 
@@ -21,7 +21,8 @@ A **stack is ready** when all its frames are usable and one of these holds (the 
   scan.json);
 - ``next stack started``: a frame of another stack of the same scan arrived after this stack's frames had all
   settled (the rig moved on);
-- ``scan ended``: the scan's scan.json says it ended (or a zip scan, which arrives whole);
+- ``scan ended``: the scan's scan.json says it ended (or a zip scan, which arrives whole); also when the stack
+  has its count but a frame never became whole, which only the scan's end made usable;
 - ``timeout``: no frame of the stack arrived or changed for ``stack_timeout_seconds``.
 
 The middle two apply only when no frame count is known. With a known count, a short stack more likely has frames
@@ -89,7 +90,7 @@ class FileState:
 @dataclass(frozen=True)
 class ReadyStack:
     stack: StackId
-    folder: str  # the scan namespace its files were found in (hot-folder path or zip): where to read them
+    namespace: str  # where its files were found (a hot-folder path, or a zip's): where to read them
     frames: tuple[str, ...]  # file names in frame order
     signature: Signature
     reason: str
@@ -141,6 +142,7 @@ class StackTracker:
         self._backoff: dict[StackId, tuple[float, float]] = {}  # stack -> (not before, last delay)
         self._reported: set[tuple[str, str]] = set()
         self._regrouped: set[str] = set()  # scans regrouped since take_unplaced() last looked
+        self._dropped: list[StackId] = []  # stacks forgotten since take_dropped() last looked
 
     # --- what was seen -------------------------------------------------------------------------------------
 
@@ -247,14 +249,16 @@ class StackTracker:
                 continue  # its folder is still to be regrouped (a later pass)
             names = folder.stacks[stack]
             frames = [folder.files[n] for n in names]
-            if not all(self._usable(frame, now) for frame in frames):
+            ended = folder.info is not None and folder.info.ended
+            if not all(self._usable(frame, now, ended) for frame in frames):
                 continue
             if self.naming.mode == "fixed" and not self._names_settled(folder, names[-1], now):
                 continue
             expected = expected_frames(stack, self.naming, folder.info)
             settled_at = max(f.changed_at for f in frames) + self.settle
             reason = self._complete_because(len(names), expected, folder.last_arrival >= settled_at, folder.info,
-                                             now - max(f.changed_at for f in frames))
+                                             now - max(f.changed_at for f in frames),
+                                             truncated=not all(f.state.complete for f in frames))
             if reason:
                 sig = signature((n, f.state) for n, f in zip(names, frames))
                 yield ReadyStack(stack, scan, tuple(names), sig, reason, expected)
@@ -270,6 +274,11 @@ class StackTracker:
                     new.append((scan, item))
         self._regrouped.clear()
         return new
+
+    def take_dropped(self) -> list[StackId]:
+        """Stacks forgotten since the last call (their files are gone): what is kept of them elsewhere can go."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
 
     def pending(self) -> int:
         """Stacks seen that are neither done with their current inputs nor in flight."""
@@ -383,6 +392,7 @@ class StackTracker:
                     self._open.add(stack)
 
     def _drop(self, stack: StackId) -> None:
+        self._dropped.append(stack)
         self._where.pop(stack, None)
         self._open.discard(stack)
         self._done.pop(stack, None)
@@ -398,13 +408,13 @@ class StackTracker:
 
     # --- rules ---------------------------------------------------------------------------------------------
 
-    def _usable(self, frame: _Frame, now: float) -> bool:
+    def _usable(self, frame: _Frame, now: float, scan_ended: bool) -> bool:
         if frame.confirmed_at is None or frame.confirmed_at - frame.changed_at < self.settle:
             return False
         quiet = now - frame.changed_at
         if frame.writing and quiet < self.timeout:  # an open file whose close event was lost must not block forever
             return False
-        return frame.state.complete or quiet >= self.timeout
+        return frame.state.complete or scan_ended or quiet >= self.timeout
 
     def _names_settled(self, folder: _Scan, last: str, now: float) -> bool:
         if now - folder.names_changed_at >= self.timeout:
@@ -413,8 +423,14 @@ class StackTracker:
         return stable is not None and natural_key(last) <= natural_key(stable)
 
     def _complete_because(
-        self, count: int, expected: int | None, moved_on: bool, info: ScanInfo | None, quiet: float
+        self, count: int, expected: int | None, moved_on: bool, info: ScanInfo | None, quiet: float, *,
+        truncated: bool,
     ) -> str | None:
+        """Why a stack whose frames are all usable is complete, or None if it is not; ``truncated``: a frame is
+        not whole by its format (only the timeout or the scan's end made it usable)."""
+        ended = info is not None and info.ended
+        if ended and truncated and (expected is None or count >= expected):
+            return "scan ended"  # not "count": the record says what let a frame that is not whole go
         if expected is not None and count >= expected:
             return "count"
         if moved_on and expected is None:

@@ -26,20 +26,17 @@ import select
 import socket
 import threading
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 import cv2
-import numpy as np
 
 from watcher.atomic import write_atomic
-from watcher.service.executor import JobSpec, Outcome, OutcomeKind
-from watcher.stacking.frames import FrameError, FrameUnavailable, decode_frame
-from watcher.stacking.metadata import srgb_profile
-from watcher.stacking.output import encode_image, srgb_encoded
+from watcher.service.executor import JobSpec, Outcome, OutcomeKind, WorkerId
+from watcher.stacking.frames import FrameError, FrameUnavailable
 from watcher.stacking.pipeline import StackError, stack_to_file
-from watcher.stacking.probe import is_raw_name, probe_image
 from watcher.stacking.raw import set_libraw_threads
-from watcher.stacking.sharpest import sharpest_frame
+from watcher.stacking.sharpest import fallback_image, sharpest_frame
 
 
 def run(spec: JobSpec, conn: Connection) -> None:
@@ -56,7 +53,7 @@ def run(spec: JobSpec, conn: Connection) -> None:
 def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory") -> Outcome:
     """Stack ``spec`` in this process: the result (or the fallback image) written to ``spec.image``.
 
-    ``worker`` names this worker in the record (beside this machine's host name); ``out_of_memory`` is the
+    ``worker`` names this worker in the outcome (beside this machine's host name); ``out_of_memory`` is the
     message for a stack that ran out of memory. OpenCV's thread count is the caller's (it does not change the
     result: the engine is deterministic whatever the thread count).
     """
@@ -65,9 +62,12 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
         record = stack_to_file(spec.sources, spec.image, spec.settings, deep_output=spec.deep_image,
                                depthmap_output=spec.depthmap,
                                thumbnail_output=spec.thumbnail, depth_thumbnail_output=spec.depth_thumbnail,
-                               calibration=spec.calibration)
+                               mask_output=spec.masks[0] if spec.masks else None, calibration=spec.calibration)
+        if len(spec.masks) > 1:  # made once, the same bytes under each mesher's name
+            mask = spec.masks[0].read_bytes()
+            for path in spec.masks[1:]:
+                write_atomic(path, mask)
         record["worker_peak_rss_mb"] = _peak_rss_mb()
-        record["worker"] = {"host": socket.gethostname(), "name": worker}
         outcome = Outcome(OutcomeKind.OK, record=record)
     except FrameUnavailable as exc:
         outcome = Outcome(OutcomeKind.UNAVAILABLE, str(exc))
@@ -82,7 +82,7 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
         outcome = Outcome(OutcomeKind.UNWRITABLE, f"cannot write the result: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bug must fail one stack, not leave it looping
         outcome = _failed(spec, f"internal error: {type(exc).__name__}: {exc} | {traceback.format_exc(limit=-3)}")
-    return outcome
+    return replace(outcome, worker=WorkerId(socket.gethostname(), worker))
 
 
 def _failed(spec: JobSpec, message: str) -> Outcome:
@@ -93,19 +93,14 @@ def _failed(spec: JobSpec, message: str) -> Outcome:
         best = sharpest_frame(spec.sources, spec.settings)
         if best is None:
             return Outcome(OutcomeKind.FAILED, message + " (no frame readable for a fallback image)")
-        wanted = spec.settings.output_format
-        if wanted == "jpg" and not is_raw_name(best.name) and probe_image(best.data, whole_file=False).format == "jpeg":
-            data = best.data  # the camera's own file, EXIF and all
-        else:
-            frame = decode_frame(best.data, best.name, max_pixels=int(spec.settings.max_megapixels * 1e6))
-            pixels = srgb_encoded(np.asarray(frame.pixels)) if frame.linear else frame.pixels
-            data = encode_image(pixels, wanted, jpeg_quality=spec.settings.jpeg_quality, exif=frame.exif,
-                                icc=srgb_profile() if frame.linear else frame.icc)[0]
-        write_atomic(spec.image, data)
+        write_atomic(spec.image, fallback_image(best, spec.settings.output_format, spec.settings.jpeg_quality,
+                                                max_pixels=int(spec.settings.max_megapixels * 1e6)))
     except OSError as exc:
         return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the fallback image: {exc}")
     except MemoryError:
         return Outcome(OutcomeKind.FAILED, message + " (out of memory choosing a fallback image)")
+    except FrameError as exc:  # readable for its score, yet not whole (a raw frame scored on a half-size develop)
+        return Outcome(OutcomeKind.FAILED, message + f" (no fallback image: {exc})")
     return Outcome(OutcomeKind.FAILED, message, fallback={"frame": best.name, "index": best.index})
 
 

@@ -1,8 +1,8 @@
 """Decide stage: which frame is in focus at each pixel, as a smooth depth map (frame index, fractional).
 
 Frames stream through :class:`DepthVotes` one at a time; it keeps only running per-pixel statistics (best score and
-its frame, the scores of that frame's two neighbours, the mean score), so memory does not grow with the number of
-frames. :func:`decide` turns them into a depth map:
+its frame, the scores of that frame's two neighbours, the mean score, the lowest score), so memory does not grow
+with the number of frames. :func:`decide` turns them into a depth map:
 
 1. Where one frame is clearly sharper than the stack's average (a *confident* pixel), the depth is that frame,
    refined to a fraction of a frame by a parabola through its neighbours' scores.
@@ -88,6 +88,9 @@ class DepthVotes:
         self.above = np.full(shape, _NO_SCORE, np.float32)  # score of frame index + 1, where seen
         self.total = np.zeros(shape, np.float32)
         self.count = np.zeros(shape, np.float32)
+        # lowest score over the frames covering the pixel: how much its focus changes across the stack, the object
+        # mask's evidence (watcher/stacking/mask.py)
+        self.worst = np.full(shape, -_NO_SCORE, np.float32)
 
     def add(self, index: int, score: np.ndarray, neighbours: Sequence[tuple[int, np.ndarray]] = ()) -> None:
         """Fold in the score map of frame ``index`` (pixels it does not cover set to ``UNCOVERED`` or below).
@@ -97,6 +100,7 @@ class DepthVotes:
         covered = score > _NO_SCORE / 2
         np.add(self.total, score, out=self.total, where=covered)
         self.count += covered
+        np.minimum(self.worst, score, out=self.worst, where=covered)
         seen = self.best > _NO_SCORE
         for below_me, slot in ((index - 1, self.above), (index + 1, self.below)):
             # this frame is the neighbour of pixels whose best frame is next to it

@@ -34,6 +34,7 @@ from watcher.stacking.calibration import CHECK_TOLERANCE_PX, Calibration
 from watcher.stacking.depth import DepthMap, DepthVotes, decide
 from watcher.stacking.focus import multiscale_score, relative_blur
 from watcher.stacking.frames import Frame, FrameError, FrameSource, preview_reduction, read_preview
+from watcher.stacking.mask import FocusEvidence, focus_evidence
 from watcher.stacking.photometric import channel_gains, luma_gain, match_copy
 
 UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover
@@ -82,6 +83,8 @@ class Measured:
         The reference frame's EXIF block.
     icc : bytes or None
         The reference frame's ICC colour profile.
+    mask_evidence : FocusEvidence or None
+        The object's focus evidence, when an object mask is asked for (:mod:`watcher.stacking.mask`).
     """
 
     shape: tuple[int, int]
@@ -94,6 +97,7 @@ class Measured:
     frames: list[dict]
     exif: bytes | None
     icc: bytes | None = None
+    mask_evidence: FocusEvidence | None = None
 
     def coverage(self, index: int) -> np.ndarray | None:
         """Bool map (h, w) of decision pixels frame ``index`` covers; None when it covers all of them."""
@@ -124,6 +128,8 @@ def measure(
     timer: Timer,
     progress: Callable[[str, int, int], None] | None = None,
     calibration: Calibration | None = None,
+    *,
+    object_mask: bool = False,
 ) -> Measured:
     """Place, match and score every frame (decoded small) and decide the depth map; see the module docstring.
 
@@ -131,6 +137,7 @@ def measure(
     in a fixed order, so that the result never depends on which thread was faster.
 
     ``calibration``: transforms of an earlier stack of the same scan, checked and reused where they hold.
+    ``object_mask``: also keep the object's focus evidence (``Measured.mask_evidence``).
     """
     count = len(sources)
     max_pixels = int(settings.max_megapixels * 1e6)
@@ -170,10 +177,15 @@ def measure(
     begin = time.perf_counter()
     steps = [state.blur_steps[index] for index in sorted(state.blur_steps)]
     depth = decide(state.votes, count, float(np.median(steps)) if steps else None)
-    timer.add("decide", begin)
+    begin = timer.add("decide", begin)
+    evidence = None
+    if object_mask:
+        evidence = focus_evidence(state.votes, depth.confidence, count)
+        timer.add("mask", begin)
     return Measured(
         shape=state.shape, dtype=state.dtype, decision_shape=state.decision_shape, warps=state.warps,
         gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=state.exif, icc=state.icc,
+        mask_evidence=evidence,
     )
 
 
@@ -346,14 +358,14 @@ class _Measuring:
         checked = None
         if self.calibration is not None:
             prediction = rescale_warp(self.calibration.step(index, index - side), scale)
-            moved = check_step(neighbour, grey, prediction, keep_percent=settings.mask_threshold)
+            moved = check_step(neighbour, grey, prediction, keep_percent=settings.align_gradient_percent)
             checked = {"source": self.calibration.source, "check_px": round(moved / scale, 3),
                        "held": moved <= CHECK_TOLERANCE_PX}
         if checked is not None and checked["held"]:
             pair = PairAlignment(prediction, "calibrated", float("nan"), (), ())
         else:
             pair = estimate_pair(neighbour, grey, levels=settings.pyramid_levels,
-                                 keep_percent=settings.mask_threshold, prediction=prediction)
+                                 keep_percent=settings.align_gradient_percent, prediction=prediction)
         if last_step is None and pair.model not in ("predicted", "identity", "calibrated"):
             self._first_steps[side] = pair.warp
         step = pair.warp if pair.model != "identity" else last_step

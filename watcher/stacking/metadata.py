@@ -3,8 +3,9 @@
 * :func:`srgb_profile` -- an ICC v4 sRGB display profile, generated here from the published definition (IEC
   61966-2-1 primaries and tone curve, D65 white adapted to ICC's D50 with Bradford), about 500 bytes: no profile
   file from elsewhere, so no licence to carry. Raw stacks are developed into sRGB and tagged with it.
-* :func:`camera_fields` -- make, model, exposure, f-number, ISO, focal length, date and orientation from TIFF
-  structured metadata: a raw file's IFDs or a JPEG's EXIF block (which is TIFF-structured too).
+* :func:`camera_fields` -- make, model, exposure, f-number, ISO, focal length (and its 35 mm equivalent, the focal
+  plane resolution), date and orientation from TIFF structured metadata: a raw file's IFDs or a JPEG's EXIF
+  block (which is TIFF-structured too).
 * :func:`exif_block` -- those fields as an EXIF block, for OpenCV's ``imencodeWithMetadata`` (JPEG, PNG);
   :func:`result_tags` -- the same as TIFF tags, with an ICC profile, for TIFF results (:mod:`watcher.stacking.tiff`).
 """
@@ -16,13 +17,19 @@ import struct
 
 import numpy as np
 
+from watcher.stacking.exif import TAGS
 from watcher.stacking.rawfile import Damaged, NotTiff, TiffWalk, walk_tiff
 from watcher.stacking.tiff import ASCII, LONG, RATIONAL, SHORT, UNDEFINED, Tags, ifd
 
-_MAKE, _MODEL, _ORIENTATION, _SOFTWARE, _ICC, _EXIF_IFD = 271, 272, 274, 305, 34675, 34665
-_EXPOSURE, _FNUMBER, _ISO, _EXIF_VERSION, _TAKEN, _FOCAL = 33434, 33437, 34855, 36864, 36867, 37386
+_ORIENTATION, _SOFTWARE, _ICC, _EXIF_IFD = 274, 305, 34675, 34665
+_EXPOSURE, _FNUMBER, _ISO, _EXIF_VERSION, _TAKEN = 33434, 33437, 34855, 36864, 36867
+# the camera data photogrammetry tools read: numbered where they are added to frames that lack them (exif.TAGS)
+_MAKE, _MODEL, _FOCAL, _FOCAL_35MM, _PLANE_X, _PLANE_Y, _PLANE_UNIT = (TAGS[name][0] for name in (
+    "Make", "Model", "FocalLength", "FocalLengthIn35mmFilm", "FocalPlaneXResolution", "FocalPlaneYResolution",
+    "FocalPlaneResolutionUnit"))
 _FIELDS = {"make": _MAKE, "model": _MODEL, "orientation": _ORIENTATION, "exposure": _EXPOSURE, "fnumber": _FNUMBER,
-           "iso": _ISO, "taken": _TAKEN, "focal": _FOCAL}
+           "iso": _ISO, "taken": _TAKEN, "focal": _FOCAL, "focal_35mm": _FOCAL_35MM, "focal_plane_x": _PLANE_X,
+           "focal_plane_y": _PLANE_Y, "focal_plane_unit": _PLANE_UNIT}
 
 # ICC: D50 (the profile connection space's white), the Bradford cone matrix, sRGB's primaries and white (xy)
 _D50 = np.array([0.9642, 1.0, 0.8249])
@@ -81,8 +88,9 @@ def srgb_profile() -> bytes:
 
 
 def camera_fields(walk: TiffWalk) -> dict:
-    """Make, model, exposure (s), f-number, ISO, focal length (mm), date ("YYYY:MM:DD HH:MM:SS") and
-    orientation from IFD0 and the EXIF IFD of a TIFF-structured file or EXIF block; absent ones left out.
+    """Make, model, exposure (s), f-number, ISO, focal length (mm; its 35 mm equivalent, the focal plane's
+    resolution and unit), date ("YYYY:MM:DD HH:MM:SS") and orientation from IFD0 and the EXIF IFD of a
+    TIFF-structured file or EXIF block; absent ones left out.
     (PiDNG writes ExposureTime and ISO into IFD0, cameras into the EXIF IFD: both are looked at.)"""
     found: dict = {}
     for directory in walk.ifds:
@@ -127,11 +135,12 @@ def result_tags(fields: dict, icc: bytes | None = None) -> tuple[Tags, Tags]:
         ifd0[_SOFTWARE] = (ASCII, str(fields["software"]))
     if icc:
         ifd0[_ICC] = (UNDEFINED, icc)
-    for key in ("exposure", "fnumber", "focal"):
+    for key in ("exposure", "fnumber", "focal", "focal_plane_x", "focal_plane_y"):
         if fields.get(key):
             exif[_FIELDS[key]] = (RATIONAL, [_rational(float(fields[key]))])
-    if fields.get("iso"):
-        exif[_ISO] = (SHORT, [min(65535, int(fields["iso"]))])
+    for key in ("iso", "focal_35mm", "focal_plane_unit"):
+        if fields.get(key):
+            exif[_FIELDS[key]] = (SHORT, [min(65535, int(fields[key]))])
     if fields.get("taken"):
         exif[_TAKEN] = (ASCII, str(fields["taken"]))
     return ifd0, exif
@@ -139,7 +148,8 @@ def result_tags(fields: dict, icc: bytes | None = None) -> tuple[Tags, Tags]:
 
 def exif_block(fields: dict) -> bytes:
     """A little-endian TIFF-structured EXIF block: IFD0 (Make, Model, Orientation, Software) pointing to an EXIF
-    IFD (ExposureTime, FNumber, ISO, DateTimeOriginal, FocalLength), as OpenCV writes into JPEG and PNG."""
+    IFD (ExposureTime, FNumber, ISO, DateTimeOriginal, FocalLength and the rest of the camera data), as OpenCV
+    writes into JPEG and PNG."""
     ifd0, exif = result_tags(fields)
     ifd0[_EXIF_IFD] = (LONG, [0])  # placeholder of the final size
     exif_at = 8 + len(ifd("<", 8, ifd0))

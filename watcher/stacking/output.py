@@ -139,8 +139,28 @@ def upright_exif(exif: bytes) -> bytes:
     Frames are rotated upright when decoded, so the result must not ask viewers to rotate it again; every other
     tag (camera, lens, focal length, date) is kept byte for byte. Unparseable blocks are returned unchanged.
     """
-    if len(exif) < 8 or exif[:4] not in (b"II*\x00", b"MM\x00*"):
+    found = _orientation_entry(exif)
+    if found is None:
         return exif
+    order, offset = found
+    patched = bytearray(exif)
+    struct.pack_into(order + "H", patched, offset, 1)
+    return bytes(patched)
+
+
+def exif_orientation(exif: bytes | None) -> int:
+    """The Orientation an EXIF block asks viewers to apply (1: none, as stored; 1 when absent or unreadable)."""
+    found = _orientation_entry(exif) if exif else None
+    if found is None:
+        return 1
+    order, offset = found
+    return struct.unpack_from(order + "H", exif, offset)[0]
+
+
+def _orientation_entry(exif: bytes) -> tuple[str, int] | None:
+    """Byte order and offset of the Orientation value in the first IFD of a TIFF-structured EXIF block."""
+    if len(exif) < 8 or exif[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
     order = "<" if exif[:2] == b"II" else ">"
     try:
         (ifd,) = struct.unpack_from(order + "I", exif, 4)
@@ -149,9 +169,8 @@ def upright_exif(exif: bytes) -> bytes:
             entry = ifd + 2 + 12 * index
             tag, kind = struct.unpack_from(order + "HH", exif, entry)
             if tag == _ORIENTATION_TAG and kind == 3:
-                patched = bytearray(exif)
-                struct.pack_into(order + "H", patched, entry + 8, 1)
-                return bytes(patched)
+                struct.unpack_from(order + "H", exif, entry + 8)  # the value is there
+                return order, entry + 8
     except struct.error:
         pass
-    return exif
+    return None

@@ -31,9 +31,11 @@ from watcher.config import StackingSettings
 from watcher.focus_range import frame_metrics, stack_advice
 from watcher.stacking.blend import Fusion
 from watcher.stacking.calibration import Calibration
+from watcher.stacking.camera import fill_camera_exif
 from watcher.stacking.depth import refine
 from watcher.stacking.develop import RawColour
 from watcher.stacking.frames import Frame, FrameError, FrameSource, max_file_bytes, prefetching, read_frame
+from watcher.stacking.mask import mask_from_evidence
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
 from watcher.stacking.metadata import srgb_profile
 from watcher.stacking.output import SUFFIXES, encode_image, encoded, thumbnail, to_8_bit, upright_exif
@@ -64,9 +66,12 @@ class StackResult:
         Everything about the run: frames, transforms, gains, shares, per-stage timings (s), warnings, settings.
     exif : bytes or None
         The reference frame's EXIF, orientation reset (the pixels are upright) -- except for raw frames, whose
-        pixels stay in sensor orientation and whose EXIF says how to turn them.
+        pixels stay in sensor orientation and whose EXIF says how to turn them -- with the camera data it lacked
+        (:mod:`watcher.stacking.camera`).
     icc : bytes or None
         An ICC profile of the colour space the pixels are in: sRGB for raw frames, else the reference frame's.
+    mask : ndarray, shape (H, W), uint8, or None
+        The object mask, when asked for: 255 object, 0 backdrop (:mod:`watcher.stacking.mask`).
     """
 
     image: np.ndarray
@@ -74,6 +79,7 @@ class StackResult:
     record: dict
     exif: bytes | None = None
     icc: bytes | None = None
+    mask: np.ndarray | None = None
 
 
 @functools.cache
@@ -132,6 +138,7 @@ def stack(
     progress: Progress | None = None,
     calibration: Calibration | None = None,
     deep: bool = False,
+    object_mask: bool = False,
 ) -> StackResult:
     """Fuse a focus stack.
 
@@ -147,6 +154,8 @@ def stack(
         (:mod:`watcher.stacking.calibration`).
     deep : bool
         Make the image 16-bit whatever ``settings.output_format`` says (a 16-bit file is written beside it).
+    object_mask : bool
+        Also make the object mask (``StackResult.mask``, the record's ``mask``); the result is the same either way.
 
     Raises
     ------
@@ -170,7 +179,7 @@ def stack(
         colour = reference_colour(sources[ref], int(settings.max_megapixels * 1e6))
         sources = [replace(source, colour=colour) for source in sources]
         timer.add("develop_settings", begin)
-    measured = measure(sources, settings, ref, timer, progress, calibration)
+    measured = measure(sources, settings, ref, timer, progress, calibration, object_mask=object_mask)
     begin = time.perf_counter()
     depth = refine(measured.depth, measured.guide, edge_aware=settings.blend != "weighted").depth
     plan = WeightPlan(measured, depth, settings.blend)
@@ -179,11 +188,16 @@ def stack(
     image = merge(sources, measured, plan, settings, out_dtype, timer, progress, linear=raw)
     begin = time.perf_counter()
     depthmap = _depth_image(depth, measured.shape, count) if settings.depthmap else None
-    timer.add("finish", begin)
+    begin = timer.add("finish", begin)
+    mask = mask_account = None
+    if measured.mask_evidence is not None:
+        mask, mask_account = mask_from_evidence(measured.mask_evidence, image, linear=raw)
+        timer.add("mask", begin)
     timer.seconds["total"] = time.perf_counter() - started
     shares = plan.shares(measured.depth.confidence)
     frames = [{**record, "share": round(share, 4)} for record, share in zip(measured.frames, shares)]
     warnings = [f"{f['name']}: {w}" for f in frames for w in f["warnings"]]
+    warnings += mask_account["warnings"] if mask_account else []
     record = {
         "software": f"focus-watcher {__version__}",
         "frames": frames,
@@ -203,12 +217,15 @@ def stack(
     }
     if colour is not None:
         record["raw"] = {**colour.record(), "colour_space": "sRGB", "highlights": "clipped at the sensor's white"}
+    if mask_account is not None:
+        record["mask"] = mask_account
     metrics = frame_metrics(frames)
     if metrics is not None:
         record["focus_range"] = [advice.as_dict() for advice in stack_advice(metrics)]
     exif = measured.exif if raw or not measured.exif else upright_exif(measured.exif)
+    exif, record["camera_exif"] = fill_camera_exif(exif, (measured.shape[1], measured.shape[0]), settings.camera)
     return StackResult(image=image, depthmap=depthmap, record=record, exif=exif,
-                       icc=srgb_profile() if raw else measured.icc)
+                       icc=srgb_profile() if raw else measured.icc, mask=mask)
 
 
 def _all_raw(sources: Sequence[FrameSource]) -> bool:
@@ -281,13 +298,16 @@ def stack_to_file(
     depthmap_output: Path | None = None,
     thumbnail_output: Path | None = None,
     depth_thumbnail_output: Path | None = None,
+    mask_output: Path | None = None,
     progress: Progress | None = None,
     calibration: Calibration | None = None,
 ) -> dict:
     """:func:`stack`, then write the result (and optionally a 16-bit copy in the format of ``deep_output``'s
-    suffix, the depth map and the report's thumbnails of both, made from the arrays in memory) atomically.
-    Returns the record, whose ``outputs`` name what was written."""
-    result = stack(sources, settings, progress=progress, calibration=calibration, deep=deep_output is not None)
+    suffix, the depth map, the object mask -- an 8-bit grey PNG, whatever ``mask_output``'s suffix -- and the
+    report's thumbnails of the result and the depth map, made from the arrays in memory) atomically. Returns the
+    record, whose ``outputs`` name what was written."""
+    result = stack(sources, settings, progress=progress, calibration=calibration, deep=deep_output is not None,
+                   object_mask=mask_output is not None)
     begin = time.perf_counter()
     outputs = {"image": str(output)}
     if thumbnail_output is not None:
@@ -307,6 +327,9 @@ def stack_to_file(
         depth_format = "jpg" if depthmap_output.suffix.lower() in (".jpg", ".jpeg") else "png"
         write_atomic(depthmap_output, encode_image(result.depthmap, depth_format, jpeg_quality=95)[0])
         outputs["depthmap"] = str(depthmap_output)
+    if mask_output is not None:
+        write_atomic(mask_output, encode_image(result.mask, "png")[0])
+        outputs["mask"] = str(mask_output)
     if depth_thumbnail_output is not None and result.depthmap is not None:
         write_atomic(depth_thumbnail_output, encode_image(thumbnail(result.depthmap), "png")[0])
         outputs["depth_thumbnail"] = str(depth_thumbnail_output)
