@@ -36,7 +36,7 @@ def test_a_record_of_undecodable_names_is_valid_utf8_and_its_stack_stays_done(tm
     signature = tuple((name, 5, (hot / scan / name).stat().st_mtime_ns) for name in frames)
     paths = store.placement.prepare(stack)
     paths.image.write_bytes(b"image")
-    outputs = store.output_sizes(stack, image=True, depthmap=False)
+    outputs = store.output_sizes([paths.image])
     record = build_record(stack, signature, status="ok", reason="count", attempts=1, started_at=0.0,
                           finished_at=1.0, outputs=outputs, engine={"frames": [{"name": n} for n in frames]},
                           error=f"{hot / scan / frames[0]}: a warning naming the file")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 TEMP_MARKER = ".tmp-"
@@ -23,19 +24,22 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and TEMP_MARKER in name
 
 
-def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
+def write_atomic(path: Path, data: bytes | bytearray | memoryview | Iterable) -> None:
     """Write ``data`` to ``path``: temp file in the same folder, fsync, rename, fsync the folder.
 
-    Raises ``OSError`` (e.g. ENOSPC, EROFS) with the temp file removed; the previous ``path``, if any, is untouched.
+    ``data``: the bytes, or an iterable of bytes-like pieces written one after the other (a big image made piece
+    by piece, never whole). Raises ``OSError`` (e.g. ENOSPC, EROFS) with the temp file removed; the previous
+    ``path``, if any, is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_name_for(path)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data).cast("B")
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        for piece in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            view = memoryview(piece).cast("B")
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         os.fsync(fd)
     except BaseException:
         os.close(fd)

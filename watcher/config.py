@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from watcher.masks import check_entries
+from watcher.stacking.probe import RAW_SUFFIXES
 
 ENV_PREFIX = "FOCUS_WATCHER_"
 
@@ -123,6 +124,12 @@ class StackingSettings(_Section):
     output_depth: Literal["auto", "8", "16"] = Field(
         "auto", description="Bit depth of the result; auto keeps the inputs' depth (JPEG is always 8-bit)."
     )
+    raw_output_format: Literal["tif", "png", "jpg"] = Field(
+        "tif",
+        description="Stacks of raw frames (DNG, camera raws) are written in this format, 16-bit for tif and png. "
+        "With results.layout = openscan the JPEG is written anyway (the firmware reads only it) and a 16-bit "
+        "tif or png goes beside it.",
+    )
     jpeg_quality: int = Field(95, ge=1, le=100)
     depthmap: bool = Field(False, description="Also write the depth map (index of the sharpest frame).")
     max_megapixels: float = Field(
@@ -164,7 +171,7 @@ class NamingSettings(_Section):
         description="mode=regex: matched (fullmatch) against the file name without extension; named groups "
         "'stack' and 'frame', optional 'scan'.",
     )
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", *RAW_SUFFIXES)
 
     @field_validator("pattern")
     @classmethod
@@ -322,7 +329,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _masks_stay_inside(self) -> Settings:
-        check_entries(self.results.masks, self.results.layout, self.stacking.output_format)
+        # a stack of raw frames has its result in raw_output_format (watcher.layout): no mask may take its name
+        for output_format in dict.fromkeys((self.stacking.output_format, self.stacking.raw_output_format)):
+            check_entries(self.results.masks, self.results.layout, output_format)
         return self
 
     @model_validator(mode="after")

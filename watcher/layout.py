@@ -16,8 +16,14 @@ Layouts (``results.layout``):
 - ``mirror``: ``<scan>/<stack>.<ext>``, its record ``<stack>.json`` and depth map ``<stack>.depth.png`` beside it;
   a zip scan ``2024-...-owl.zip`` becomes the folder ``2024-...-owl``.
 - ``openscan``: ``<scan>/stacked/stacked_<stack>.jpg``, where OpenScan3's own stacker puts its results, and
-  nothing else of ours there: the record and depth map go to ``.focus-watcher/stacks/<scan>/stacked_<stack>.json``
-  (and ``.depth.png``).
+  nothing else of ours there but a raw stack's 16-bit image (below): the record and depth map go to
+  ``.focus-watcher/stacks/<scan>/stacked_<stack>.json`` (and ``.depth.png``).
+
+A stack of raw frames (DNG, camera raws) gets ``stacking.raw_output_format`` (``.tif`` by default, 16-bit): with
+the mirror layout as its result's extension; with the openscan layout as a second, 16-bit image beside the JPEG,
+``<scan>/stacked/stacked_<stack>.tif``. The firmware indexes and uploads only ``.jpg``/``.jpeg`` files from
+``stacked`` (OpenScan3 58e1653, ``STACKED_PHOTO_SUFFIXES`` and ``ALLOWED_PHOTO_SUFFIXES``) and logs a warning only
+for suffixes it knows it skips (``.png`` among them: hence TIFF); a download of a whole scan includes it.
 
 Why one hidden folder of our own: with the openscan layout the results folder is OpenScan3's projects folder.
 The firmware takes every folder holding an ``openscan_project.json`` for a project, and a project's name may not
@@ -55,6 +61,7 @@ class StackFiles:
     image: str
     record: str
     depthmap: str
+    deep_image: str | None = None  # openscan layout: a raw stack's 16-bit image beside the JPEG
 
 
 def scan_parts(scan: str) -> list[str]:
@@ -65,21 +72,26 @@ def scan_parts(scan: str) -> list[str]:
     return parts
 
 
-def stack_files(scan: str, stack: str, layout: str, extension: str) -> StackFiles:
+def stack_files(scan: str, stack: str, layout: str, extension: str, raw_extension: str | None = None) -> StackFiles:
     """Where the result (``extension``: ``.jpg``...), record and depth map of ``stack`` of ``scan`` go.
 
-    The caller checks that the parts are safe path components (no ``..``, no ``/``).
+    ``raw_extension``: the stack is of raw frames, whose result goes in this format (``.tif``...): as the result
+    itself with the mirror layout, beside the JPEG (``deep_image``) with the openscan layout, unless it is the
+    JPEG's own. The caller checks that the parts are safe path components (no ``..``, no ``/``).
     """
     folder = "/".join(scan_parts(scan))
+    deep_image = None
     if layout == "openscan":
         stem = OPENSCAN_PREFIX + stack
         image = posixpath.join(folder, OPENSCAN_FOLDER, stem + extension)
         ours = posixpath.join(STACKS_FOLDER, folder) if folder else STACKS_FOLDER
+        if raw_extension not in (None, extension):
+            deep_image = posixpath.join(folder, OPENSCAN_FOLDER, stem + raw_extension)
     else:
         stem, ours = stack, folder
-        image = posixpath.join(folder, stem + extension)
+        image = posixpath.join(folder, stem + (raw_extension or extension))
     return StackFiles(image=image, record=posixpath.join(ours, stem + RECORD_SUFFIX),
-                      depthmap=posixpath.join(ours, stem + DEPTH_SUFFIX))
+                      depthmap=posixpath.join(ours, stem + DEPTH_SUFFIX), deep_image=deep_image)
 
 
 def old_openscan_record(scan: str, stack: str) -> str:

@@ -95,13 +95,6 @@ def read_head(path: Path, size: int) -> bytes:
         return read_at_most(handle, size)
 
 
-def read_tail(path: Path, size: int) -> tuple[bytes, os.stat_result]:
-    """The last ``size`` bytes of a regular file, and its fstat."""
-    with open_regular(path) as (handle, info):
-        handle.seek(max(0, info.st_size - size))
-        return read_at_most(handle, size), info
-
-
 def read_at_most(handle: BinaryIO, size: int) -> bytes:
     """Read until EOF or ``size`` bytes, whichever comes first, in pieces of at most 1 MiB."""
     chunks, left = [], size

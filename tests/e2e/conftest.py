@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.picamera_dng import SyntheticCamera, write_dng
 from benchmarks.soak import INOTIFY_KNOB_LOCK
 from tests.conftest import unprivileged as as_unprivileged
 
@@ -467,6 +468,7 @@ class Frames:
     ring: tuple[bytes, ...]  # 6 ring frames at 320x240 (other content: a "replaced" frame)
     medium: tuple[bytes, ...]  # 7 PCB frames at 800x600: a stack that runs for about 1.5 s (here)
     big: tuple[bytes, ...]  # 7 PCB frames at 1280x960: a stack that runs for about 3 s (here)
+    raw: tuple[bytes, ...]  # 7 PCB frames at 320x240 as DNGs, as Picamera2 writes them (12-bit, RGGB)
 
     def stack(self, n: int = 3, offset: int = 0) -> list[bytes]:
         return [self.small[(offset + k) % len(self.small)] for k in range(n)]
@@ -481,7 +483,15 @@ def frames(pcb_stack, ring_stack) -> Frames:
         ring=tuple(_encode(image, (320, 240)) for image in ring),
         medium=tuple(_encode(image, (800, 600)) for image in pcb),
         big=tuple(_encode(image, (1280, 960)) for image in pcb),
+        raw=tuple(_dng(image, (320, 240)) for image in pcb),
     )
+
+
+def _dng(image: np.ndarray, size: tuple[int, int]) -> bytes:
+    """A PCB frame's light (its JPEG values linearised) as a Picamera2 DNG."""
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return write_dng(None, np.power(small[..., ::-1] / np.float32(255), 2.2),
+                     camera=SyntheticCamera(model="imx519"))
 
 
 def write_frame(path: Path, data: bytes) -> None:
@@ -519,8 +529,8 @@ def write_scan_json(folder: Path, status: str = "running", focus_stacks: int = 3
     os.replace(temp, folder / "scan.json")
 
 
-def openscan3_name(scan: int, position: int, focus: int) -> str:
-    return f"scan{scan:02d}_{position:03d}_fs{focus:02d}.jpg"
+def openscan3_name(scan: int, position: int, focus: int, suffix: str = ".jpg") -> str:
+    return f"scan{scan:02d}_{position:03d}_fs{focus:02d}{suffix}"
 
 
 def openscan3_stack(project: str, scan: int, position: int) -> str:
@@ -529,9 +539,10 @@ def openscan3_stack(project: str, scan: int, position: int) -> str:
 
 
 def write_openscan3_stacks(hot: Path, project: str, scan: int, stacks: dict[int, Iterable[bytes]],
-                           focus_stacks: int | None = None, status: str = "running") -> list[str]:
+                           focus_stacks: int | None = None, status: str = "running", suffix: str = ".jpg") -> list[str]:
     """Write OpenScan3 stacks ``{position: frames}`` into ``<hot>/<project>/scanNN/`` (with its scan.json,
-    ``focus_stacks`` defaulting to the first stack's length), in the given order; return their stack ids."""
+    ``focus_stacks`` defaulting to the first stack's length), in the given order; return their stack ids.
+    ``suffix``: ``.dng`` for a scan with ``image_format = "dng"``."""
     stacks = {position: list(data) for position, data in stacks.items()}
     folder = hot / project / f"scan{scan:02d}"
     if focus_stacks is None:
@@ -539,7 +550,7 @@ def write_openscan3_stacks(hot: Path, project: str, scan: int, stacks: dict[int,
     write_scan_json(folder, status, focus_stacks)
     for position, data in stacks.items():
         for focus, frame in enumerate(data):
-            write_frame(folder / openscan3_name(scan, position, focus), frame)
+            write_frame(folder / openscan3_name(scan, position, focus, suffix), frame)
     return [openscan3_stack(project, scan, position) for position in stacks]
 
 

@@ -89,6 +89,26 @@ def test_underscore_f_form() -> None:
     }
 
 
+def test_raw_frames_are_grouped_as_jpeg_frames_are_in_every_mode() -> None:
+    """OpenScan3's DNG scans (scanNN_PPP_fsKK.dng), a DSLR on a rail (_f names, fixed, regex): raw suffixes are
+    frames by default, in any case."""
+    assert {".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"} <= set(EXTENSIONS)
+    names = [f"scan01_003_fs{k:02d}.dng" for k in range(3)] + ["pos7_f2.CR2", "pos7_f1.CR2", "owl_7_2-0.NEF"]
+    stacks, unplaced = group_files("owl/scan01", shuffled(names), AUTO)
+    assert unplaced == [] and all(is_candidate(name, EXTENSIONS) for name in names)
+    assert stacks == {
+        StackId("owl/scan01", "scan01_003"): [f"scan01_003_fs{k:02d}.dng" for k in range(3)],
+        StackId("owl/scan01", "pos7"): ["pos7_f1.CR2", "pos7_f2.CR2"],
+        StackId("owl/scan01", "owl_7_2"): ["owl_7_2-0.NEF"],
+    }
+    fixed, _ = group_files("", [f"DSC{i:04d}.ARW" for i in (3, 1, 2, 4)], NamingSettings(mode="fixed", stack_size=2))
+    assert fixed == {StackId("", "DSC0001"): ["DSC0001.ARW", "DSC0002.ARW"],
+                     StackId("", "DSC0003"): ["DSC0003.ARW", "DSC0004.ARW"]}
+    regex = NamingSettings(mode="regex", pattern=r"bug_(?P<stack>\d+)_(?P<frame>\d+)")
+    assert group_files("", ["bug_1_2.RAF", "bug_1_1.RAF"], regex)[0] == {StackId("", "1"): ["bug_1_1.RAF",
+                                                                                            "bug_1_2.RAF"]}
+
+
 def test_first_matching_rule_wins() -> None:
     # "_f<digits>" at the end wins over the dash rule; OpenScan3 wins over everything.
     stacks, _ = group_files("", ["a_b-3_f1.jpg", "scan02_001_fs01.jpg"], AUTO)

@@ -40,3 +40,26 @@ def test_a_frame_that_cannot_be_read_yet_counts_as_incomplete_and_is_read_again(
     link = tmp_path / "b_f0.jpg"
     link.symlink_to(path)
     assert folder.look(link) is None
+
+
+def test_a_dng_is_complete_only_once_its_structure_is_whole(tmp_path):
+    """DNG has no end marker: a look reads its IFDs and checks that every strip lies inside the file. Written as
+    OpenScan3 writes it (straight to its name, 1 MiB at a time), it is incomplete until the last byte is there."""
+    import numpy as np
+
+    from benchmarks.picamera_dng import write_dng
+
+    data = write_dng(None, np.full((600, 800, 3), 0.3, np.float32))
+    folder = HotFolder(tmp_path, (".dng",))
+    path = tmp_path / "scan01_000_fs00.dng"
+    seen = None
+    with open(path, "wb") as handle:
+        for start in range(0, len(data), 1 << 18):
+            handle.write(data[start : start + (1 << 18)])
+            handle.flush()
+            seen = folder.look(path, seen)
+            assert seen.complete == (start + (1 << 18) >= len(data)), start
+    path.write_bytes(data[:-1])  # truncated: never complete
+    assert not folder.look(path).complete
+    path.write_bytes(b"\xff\xd8 a JPEG named .dng \xff\xd9")  # no raw structure to wait for: its stack is not
+    assert folder.look(path).complete  # kept waiting, and fails at once saying what the file is

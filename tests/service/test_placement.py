@@ -19,6 +19,23 @@ def test_the_openscan_layout_keeps_records_and_depth_maps_out_of_the_scan_folder
                                              tmp_path / "owl/scan01/scan01_007.json")
 
 
+
+def test_a_raw_stack_gets_its_16_bit_image_as_the_result_or_beside_the_firmware_s_jpeg(tmp_path):
+    """Mirror: the raw output format is the result's. OpenScan: the JPEG stays where the firmware reads it, the
+    16-bit image goes beside it in ``stacked/`` (made there by prepare), the record where every record goes."""
+    stack = StackId("owl/scan01", "scan01_007")
+    mirror = Placement(tmp_path, "mirror", "jpg", raw_output_format="tif").paths(stack, raw=True)
+    assert (mirror.image, mirror.deep_image) == (tmp_path / "owl/scan01/scan01_007.tif", None)
+    assert mirror.record == Placement(tmp_path, "mirror", "jpg").paths(stack).record
+    openscan = Placement(tmp_path, "openscan", "jpg", ("colmap",), raw_output_format="tif")
+    paths = openscan.prepare(stack, raw=True)
+    stacked = (tmp_path / "owl/scan01/stacked").resolve()
+    assert (paths.image, paths.deep_image) == (stacked / "stacked_scan01_007.jpg", stacked / "stacked_scan01_007.tif")
+    assert paths.record.parent == (tmp_path / ".focus-watcher/stacks/owl/scan01").resolve()
+    assert paths.masks == ((tmp_path / "owl/scan01/masks").resolve() / "stacked_scan01_007.jpg.png",)
+    jpeg_only = Placement(tmp_path, "openscan", "jpg", raw_output_format="jpg").paths(stack, raw=True)
+    assert jpeg_only.deep_image is None and jpeg_only.image.name == "stacked_scan01_007.jpg"
+
 def test_folders_named_in_the_settings_may_be_reached_through_links_and_links_inside_them_are_not_followed(
         tmp_path):
     """The rule for a scan folder reached through a symlinked parent: the hot and results folders the settings

@@ -107,17 +107,33 @@ def test_a_frame_is_warped_only_where_it_has_weight(monkeypatch):
     assert warped < 0.5 * 256 * 2048  # and so are the columns between the two patches
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_the_result_is_the_same_whether_written_over_the_accumulator_or_not(dtype):
-    """8-bit frames to an 8-bit result reuse the accumulator's memory, to a 16-bit result they cannot."""
-    image = (RNG.random((700, 50, 3)) * 255).astype(np.uint8)
-    ones = np.ones((700, 50), np.float32)
-    fusion = Fusion("weighted", (700, 50), np.dtype(np.uint8), gain_scale=1.0)
-    fusion.add(image, FrameWeights(ones, ones, np.eye(3), (1.0, 1.0, 1.0)))
-    out = fusion.result(dtype, sharpen=0.5)
-    top = np.iinfo(dtype).max
-    expected = image.astype(np.float32) / 255
+@pytest.mark.parametrize(("frames", "result"), [(np.uint8, np.uint8), (np.uint8, np.uint16), (np.uint16, np.uint16),
+                                                (np.uint16, np.uint8)])
+def test_the_result_written_over_the_accumulator_is_sharpened_as_the_whole_image(frames, result):
+    """The result is made in the accumulator's memory, strip by strip, whatever the depths: the rows that
+    sharpening a strip reads from the strip before are kept aside before that strip is overwritten."""
     from watcher.stacking.output import unsharp_mask
 
+    top_in, top = np.iinfo(frames).max, np.iinfo(result).max
+    image = (RNG.random((700, 50, 3)) * top_in).astype(frames)
+    ones = np.ones((700, 50), np.float32)
+    fusion = Fusion("weighted", (700, 50), np.dtype(frames), gain_scale=1.0)
+    assert fusion.sum.dtype == np.uint16  # 6 bytes per pixel, for 16-bit frames too (float32 took 12)
+    fusion.add(image, FrameWeights(ones, ones, np.eye(3), (1.0, 1.0, 1.0)))
+    out = fusion.result(result, sharpen=0.5)
+    expected = image.astype(np.float32) / top_in
     unsharp_mask(expected, 0.5)
     assert np.abs(out.astype(float) - np.clip(np.rint(expected * top), 0, top)).max() <= top / 255
+
+
+def test_linear_frames_take_their_gains_in_linear_light_and_come_out_srgb_encoded():
+    """Gains are measured for display-encoded values (``g``); raw frames hold linear light, where the same
+    correction is ``g ** 2.2``. The fused linear light is encoded with sRGB's curve."""
+    linear = np.full((16, 16, 3), 20000, np.uint16)
+    ones = np.ones((16, 16), np.float32)
+    gains = (1.1, 1.0, 0.9)
+    fusion = Fusion("weighted", (16, 16), np.dtype(np.uint16), gain_scale=1.1, linear=True)
+    fusion.add(linear, FrameWeights(ones, ones, np.eye(3), gains))
+    value = 20000 / 65535 * np.power(gains, 2.2)
+    srgb = np.where(value <= 0.0031308, 12.92 * value, 1.055 * value ** (1 / 2.4) - 0.055)
+    assert np.abs(fusion.result(np.uint16)[5, 5] - srgb * 65535).max() <= 2

@@ -11,6 +11,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from watcher.config import StackingSettings
 from watcher.stacking.frames import FrameError
@@ -60,14 +61,18 @@ def test_real_ring_stack_every_blend_runs(ring_stack, tmp_path):
         assert sharpness(image) > max(sharpness(cv2.imread(str(p))) for p in ring_stack) * 0.95
 
 
-def test_exif_is_kept_in_png_with_orientation_reset_and_tiff_says_it_cannot(pcb_stack, tmp_path):
+def test_exif_is_kept_in_png_with_orientation_reset_and_tiff_gets_the_camera_fields(pcb_stack, tmp_path):
     frames = pcb_stack[:3]
     stack_to_file(frames, tmp_path / "r.png", StackingSettings(output_format="png"))
     exif = exif_of(tmp_path / "r.png")
     assert b"NOVATEK" in exif and b"96650" in exif  # make and model
     record = stack_to_file(frames, tmp_path / "r.tif", StackingSettings(output_format="tif"))
-    assert any("EXIF not written" in w for w in record["warnings"])
+    assert record["warnings"] == []
     assert cv2.imread(str(tmp_path / "r.tif")).shape == (1536, 2048, 3)
+    with Image.open(frames[1]) as camera, Image.open(tmp_path / "r.tif") as tiff:  # ours, read by libtiff
+        tags, original = tiff.getexif(), camera.getexif()
+        assert (tags[271], tags[272], tags[274]) == (original[271].strip(), original[272], 1)  # orientation reset
+        assert tags.get_ifd(0x8769)[0x829A] == original.get_ifd(0x8769)[0x829A]  # ExposureTime, in the EXIF IFD
 
 
 @pytest.mark.parametrize(("damage", "message"), [

@@ -43,6 +43,7 @@ from watcher.service.pool import make_executor
 from watcher.service.records import RecordStore, build_record
 from watcher.service.status import report_pending
 from watcher.service.tracker import ReadyStack, StackTracker
+from watcher.stacking.probe import is_raw_name
 
 log = structlog.get_logger("focus-watcher")
 
@@ -284,7 +285,7 @@ class Daemon:
 
     def _job(self, ready: ReadyStack) -> Job | None:
         try:
-            paths = self.placement.prepare(ready.stack)
+            paths = self.placement.prepare(ready.stack, raw=all(is_raw_name(name) for name in ready.frames))
         except UnsafeFolder as exc:
             self._retry_later(ready, "results.unsafe", str(exc))
             return None
@@ -349,8 +350,8 @@ class Daemon:
             warnings.append(f"{len(ready.frames)} frames where {ready.expected} were expected "
                             f"(complete because: {ready.reason})")
         try:
-            outputs = self.store.output_sizes(ready.stack, image=True, depthmap=job.spec.depthmap is not None,
-                                              masks=True)
+            written = [path for path in (job.spec.image, job.spec.deep_image, job.spec.depthmap) if path is not None]
+            outputs = self.store.output_sizes(written, masks=job.spec.masks)
         except OSError as exc:  # deleted the moment it was written: make it again
             self._retry_later(ready, "results.unwritable", f"result gone: {exc}")
             return
@@ -373,7 +374,7 @@ class Daemon:
         outputs, warnings = [], []
         if fallback is not None:
             try:
-                outputs = self.store.output_sizes(ready.stack, image=True, depthmap=False)
+                outputs = self.store.output_sizes([job.spec.image])
             except OSError as exc:  # the fallback image deleted the moment it was written: try again
                 self._retry_later(ready, "results.unwritable", f"fallback gone: {exc}")
                 return

@@ -36,6 +36,7 @@ from watcher import __version__
 from watcher.service.executor import JobSpec, Outcome
 from watcher.service.worker import execute
 from watcher.stacking.frames import FrameError, FrameSource
+from watcher.stacking.raw import set_libraw_threads
 
 TOPIC = "focus-watcher"
 _OFFERED: dict[str, int] = {}  # worker address -> the memory resource take_stacks gave it (in this process)
@@ -80,7 +81,9 @@ def stack_task(spec: JobSpec, host_threads: dict[str, int]) -> TaskResult:
     # (the scheduler adds "worker": this worker's address)
     worker.log_event(TOPIC, {"key": worker.get_current_task(), "stack": spec.stack, "name": name, "host": host,
                              "hostname": socket.gethostname(), "pid": os.getpid()})
-    cv2.setNumThreads(max(1, (os.cpu_count() or 1) // max(1, host_threads.get(host, worker.state.nthreads))))
+    threads = max(1, (os.cpu_count() or 1) // max(1, host_threads.get(host, worker.state.nthreads)))
+    cv2.setNumThreads(threads)
+    set_libraw_threads(threads)
     scratch = _SCRATCH if os.access(_SCRATCH, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="focus-watcher-", dir=scratch) as folder:
         local = spec.relocated(Path(folder))

@@ -47,13 +47,15 @@ class JobSpec:
     thumbnail: Path | None = None  # the report's thumbnail of the result (and of the depth map, if one is made)
     depth_thumbnail: Path | None = None
     calibration: Calibration | None = None  # the scan's focus-step transforms, checked and reused
+    deep_image: Path | None = None  # a raw stack's 16-bit image beside the (JPEG) image
     masks: tuple[Path, ...] = ()  # the object mask, made once, written under each of these names
 
     def outputs(self) -> dict[str, Path]:
-        """The files this job may write, by kind (``image``, ``depthmap``, ``thumbnail``, ``depth_thumbnail``,
-        ``mask0``, ``mask1``, ...)."""
-        named = {"image": self.image, "depthmap": self.depthmap, "thumbnail": self.thumbnail,
-                 "depth_thumbnail": self.depth_thumbnail, **{f"mask{i}": path for i, path in enumerate(self.masks)}}
+        """The files this job may write, by kind (``image``, ``deep_image``, ``depthmap``, ``thumbnail``,
+        ``depth_thumbnail``, ``mask0``, ``mask1``, ...)."""
+        named = {"image": self.image, "deep_image": self.deep_image, "depthmap": self.depthmap,
+                 "thumbnail": self.thumbnail, "depth_thumbnail": self.depth_thumbnail,
+                 **{f"mask{i}": path for i, path in enumerate(self.masks)}}
         return {kind: path for kind, path in named.items() if path is not None}
 
     def relocated(self, folder: Path) -> JobSpec:

@@ -16,9 +16,14 @@ from watcher.service.placement import StackPaths
 from watcher.service.tracker import ReadyStack
 from watcher.stacking.calibration import Calibration
 from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
+from watcher.stacking.output import SUFFIXES
 from watcher.stacking.pipeline import estimate_peak_bytes
+from watcher.stacking.probe import is_raw_name
 
-_UNKNOWN_FRAME = (5472, 3648, 8)  # 20 MP: the estimate used when the first frame's header cannot be read
+# The estimate used when the first frame's header cannot be read: 20 MP; for raw files (CR3 and RAF keep their size
+# where only LibRaw finds it) a 24 MP 14-bit camera raw.
+_UNKNOWN_FRAME = (5472, 3648, 8)
+_UNKNOWN_RAW_FRAME = (6000, 4000, 14)
 _CALIBRATED_SCANS = 64  # scans whose calibration is kept (a night has a few; rigs run one at a time)
 
 
@@ -35,20 +40,23 @@ def make_job(ready: ReadyStack, sources: tuple[FrameSource, ...], paths: StackPa
 
     ``thumbnails``: where the report's thumbnails of the result and of its depth map go. The scan's calibration
     is added when the job starts (by the daemon), not here: a stack queued behind its scan's
-    first one should reuse what that one learns.
+    first one should reuse what that one learns. The result is written in the format its path says (a stack of
+    raw frames may have another than ``stacking.output_format``: :meth:`~watcher.service.placement.Placement.paths`).
     """
-    stacking = settings.stacking
+    stacking = settings.stacking.model_copy(update={"output_format": SUFFIXES[paths.image.suffix.lower()]})
+    raw = is_raw_name(sources[0].name)
     try:
         info = read_header(sources[0])
         width, height, bits = info.width, info.height, info.bits
     except (FrameError, FrameUnavailable):
-        width, height, bits = _UNKNOWN_FRAME  # the worker will say what is wrong with it
+        width, height, bits = _UNKNOWN_RAW_FRAME if raw else _UNKNOWN_FRAME  # the worker will say what is wrong
     pixels = min(width * height, int(stacking.max_megapixels * 1e6))  # oversized frames fail fast anyway
-    estimate = estimate_peak_bytes(pixels, 1, bits, stacking)
+    estimate = estimate_peak_bytes(pixels, 1, bits, stacking, raw=raw)
     spec = JobSpec(
         stack=str(ready.stack),
         sources=sources,
         image=paths.image,
+        deep_image=paths.deep_image,
         depthmap=paths.depthmap if stacking.depthmap else None,
         settings=stacking,
         memory_limit_bytes=estimate + estimate // 4,

@@ -32,12 +32,11 @@ from watcher.masks import FOLDER as MASKS_FOLDER
 from watcher.service.archive import list_members
 from watcher.service.naming import ScanInfo, is_candidate, is_scan_archive, parse_scan_json
 from watcher.service.tracker import FileState
-from watcher.stacking.probe import jpeg_is_complete, png_is_complete
-from watcher.untrusted import UnsafeFile, read_regular, read_tail
+from watcher.stacking.probe import file_is_whole
+from watcher.untrusted import UnsafeFile, open_regular, read_regular
 
 SCAN_JSON = "scan.json"
 _SKIPPED_FOLDERS = {OPENSCAN_FOLDER, MASKS_FOLDER, "metadata"}
-_TAIL_BYTES = 4096
 _MAX_SCAN_JSON_BYTES = 1 << 20  # OpenScan3's scan.json is a few KiB
 
 
@@ -123,12 +122,13 @@ class HotFolder:
 
     def look(self, path: Path, previous: FileState | None = None,
              info: os.stat_result | None = None) -> FileState | None:
-        """Size, mtime and end-marker check of a regular file; None if it is gone or is not a regular file.
+        """Size, mtime and whether a regular file is whole by its format; None if it is gone or is not a regular
+        file.
 
-        The file's tail is read only when its size or mtime differ from ``previous`` (or its end marker was
-        missing): a rescan of thousands of unchanged frames then costs one ``lstat`` each, not a read from the SD
-        card. A tail that cannot be read now (no permission yet) counts as no end marker. ``info``: an lstat of
-        ``path`` made a moment ago (by the walk).
+        The file is read (its tail, or a raw file's structure) only when its size or mtime differ from
+        ``previous`` (or it was not whole): a rescan of thousands of unchanged frames then costs one ``lstat``
+        each, not a read from the SD card. A file that cannot be read now (no permission yet) counts as not whole.
+        ``info``: an lstat of ``path`` made a moment ago (by the walk).
         """
         try:
             info = info or os.lstat(path)
@@ -140,7 +140,7 @@ class HotFolder:
                 info.st_size, info.st_mtime_ns):
             return previous
         try:
-            complete, info = _has_end_marker(path)
+            complete, info = _is_whole(path)
         except UnsafeFile:
             return None  # swapped for a link or a FIFO since the lstat
         except FileNotFoundError:
@@ -183,18 +183,11 @@ def excluded_results(settings: Settings) -> Path | None:
     return None if settings.results.layout == "openscan" else settings.results_folder
 
 
-def _has_end_marker(path: Path) -> tuple[bool, os.stat_result]:
-    """Whether the file ends with its format's end marker (JPEG FF D9, PNG IEND), and the fstat of what was read.
-
-    TIFF and zips have none: the settle time alone decides.
-    """
-    suffix = path.suffix.lower()
-    tail, info = read_tail(path, _TAIL_BYTES if suffix in (".jpg", ".jpeg", ".png") else 0)
-    if suffix == ".png":
-        return png_is_complete(tail), info
-    if suffix in (".jpg", ".jpeg"):
-        return info.st_size > 0 and jpeg_is_complete(tail), info
-    return True, info
+def _is_whole(path: Path) -> tuple[bool, os.stat_result]:
+    """Whether the file is whole by its format (:func:`~watcher.stacking.probe.file_is_whole`), and the fstat of
+    what was read."""
+    with open_regular(path) as (handle, info):
+        return file_is_whole(path.name, handle.fileno(), info.st_size), info
 
 
 @dataclass(frozen=True)

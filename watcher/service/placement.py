@@ -39,43 +39,51 @@ class StackPaths:
     record: Path
     depthmap: Path
     masks: tuple[Path, ...] = ()  # the object mask under each name of results.masks (watcher.masks)
+    deep_image: Path | None = None  # openscan layout: a raw stack's 16-bit image beside the JPEG (watcher.layout)
 
 
 class Placement:
-    """Where the outputs of each stack go in the results folder ``root``."""
+    """Where the outputs of each stack go in the results folder ``root``; a stack of raw frames gets
+    ``raw_output_format`` (:func:`~watcher.layout.stack_files`)."""
 
-    def __init__(self, root: Path, layout: str, output_format: str, masks: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, layout: str, output_format: str, masks: tuple[str, ...] = (),
+                 raw_output_format: str = "tif") -> None:
         self.root = root
         self.layout = layout
         self.extension = FORMATS[output_format]
+        self.raw_extension = FORMATS[raw_output_format]
         self.masks = masks
 
-    def paths(self, stack: StackId) -> StackPaths:
-        """Where ``stack``'s outputs go, below ``root`` as configured (links not resolved).
+    def paths(self, stack: StackId, *, raw: bool = False) -> StackPaths:
+        """Where ``stack``'s outputs go (``raw``: a stack of raw frames), below ``root`` as configured (links not
+        resolved). The record and depth map are where they are either way.
 
         Raises :class:`UnsafePathError` for ids that would leave the folder.
         """
         if not all(is_safe_component(part) for part in [*scan_parts(stack.scan), stack.stack]):
             raise UnsafePathError(f"unsafe stack id {str(stack)!r}")
-        files = stack_files(stack.scan, stack.stack, self.layout, self.extension)
+        files = stack_files(stack.scan, stack.stack, self.layout, self.extension,
+                            self.raw_extension if raw else None)
         masks = mask_paths(self.masks, self.layout, tuple(scan_parts(stack.scan)), tuple(files.image.split("/")))
         return StackPaths(image=self.root / files.image, record=self.root / files.record,
-                          depthmap=self.root / files.depthmap, masks=tuple(self.root / mask for mask in masks))
+                          depthmap=self.root / files.depthmap, masks=tuple(self.root / mask for mask in masks),
+                          deep_image=self.root / files.deep_image if files.deep_image else None)
 
-    def prepare(self, stack: StackId) -> StackPaths:
+    def prepare(self, stack: StackId, *, raw: bool = False) -> StackPaths:
         """:meth:`paths`, with their folders created below ``root``, one real folder at a time.
 
         Raises :class:`UnsafePathError` for an unsafe id, :class:`UnsafeFolder` if a folder on the way is a
         symlink or a file, ``OSError`` if one cannot be created (full, read-only: try again later).
         """
-        paths = self.paths(stack)
+        paths = self.paths(stack, raw=raw)
         share = _share_with if self.layout == "openscan" else None
         image = real_folder(self.root, paths.image.parent.relative_to(self.root).parts, share)
         ours = real_folder(self.root, paths.record.parent.relative_to(self.root).parts)
         masks = tuple(real_folder(self.root, mask.parent.relative_to(self.root).parts, share) / mask.name
                       for mask in paths.masks)
+        deep_image = image / paths.deep_image.name if paths.deep_image else None  # beside the image
         return StackPaths(image=image / paths.image.name, record=ours / paths.record.name,
-                          depthmap=ours / paths.depthmap.name, masks=masks)
+                          depthmap=ours / paths.depthmap.name, masks=masks, deep_image=deep_image)
 
     def scan_folder(self, stack: StackId) -> Path:
         """The folder of ``stack``'s scan in the results folder (with the openscan layout: the scan itself)."""

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -112,7 +112,8 @@ class RecordStore:
     def of(cls, settings: Settings, root: Path | None = None) -> RecordStore:
         """The store of ``settings``' results folder (or of ``root``, the same folder resolved)."""
         placement = Placement(root or settings.results_folder, settings.results.layout,
-                              settings.stacking.output_format, settings.results.masks)
+                              settings.stacking.output_format, settings.results.masks,
+                              settings.stacking.raw_output_format)
         return cls(placement, settings.results.after_success)
 
     def load(self, stack: StackId) -> Record | None:
@@ -172,12 +173,10 @@ class RecordStore:
         write_atomic(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
         return path
 
-    def output_sizes(self, stack: StackId, image: bool, depthmap: bool, masks: bool = False) -> list[dict]:
-        """``[{"path", "bytes"}]`` of the outputs just written, for the record (the image first; masks with
-        ``"kind": "mask"``)."""
-        paths = self.placement.paths(stack)
-        chosen = [(path, {}) for path, wanted in ((paths.image, image), (paths.depthmap, depthmap)) if wanted]
-        chosen += [(path, {"kind": "mask"}) for path in paths.masks] if masks else []
+    def output_sizes(self, written: Sequence[Path], masks: Sequence[Path] = ()) -> list[dict]:
+        """``[{"path", "bytes"}]`` of the outputs just written (``written``: the image first), for the record; then
+        the ``masks``, with ``"kind": "mask"``."""
+        chosen = [(path, {}) for path in written] + [(path, {"kind": "mask"}) for path in masks]
         return [{**name_fields("path", p.relative_to(self.root).as_posix()), "bytes": os.lstat(p).st_size, **kind}
                 for p, kind in chosen]
 

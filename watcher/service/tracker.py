@@ -1,7 +1,7 @@
 """Deciding when a stack is ready: pure logic over what was seen of each file, and a clock.
 
 The tracker never touches the disk and never sleeps: the daemon tells it what it saw (a file's size, mtime,
-whether its end marker is there, whether a writer still has it open) and asks which stacks are ready. The clock
+whether it is whole by its format, whether a writer still has it open) and asks which stacks are ready. The clock
 is injected, so every rule below is a unit test.
 
 **Time is the daemon's, never the file's.** Every quiet period and timeout counts from when the tracker first saw
@@ -10,10 +10,10 @@ frame's old mtime, and a three-hour-old frame copied in now has only just arrive
 walk are new too. (mtimes only tell whether a file changed.)
 
 A **frame is usable** when it is *settled* -- a look at least ``settle_seconds`` after its last change found it
-unchanged -- no writer is known to have it open, and its end marker is present (JPEG FF D9, PNG IEND). A frame
-that stays without its end marker for ``stack_timeout_seconds``, or once its scan.json says the scan ended (no
-writer will finish it), is usable too: its stack is then stacked and fails with a clear "truncated" message
-instead of waiting forever.
+unchanged -- no writer is known to have it open, and it is whole by its format: its end marker is present (JPEG
+FF D9, PNG IEND), or, for a raw file, which has none, its structure lies inside the file. A frame that stays
+incomplete for ``stack_timeout_seconds``, or once its scan.json says the scan ended (no writer will finish it), is
+usable too: its stack is then stacked and fails with a clear "truncated" message instead of waiting forever.
 
 A **stack is ready** when all its frames are usable and one of these holds (the record names which):
 
@@ -22,7 +22,7 @@ A **stack is ready** when all its frames are usable and one of these holds (the 
 - ``next stack started``: a frame of another stack of the same scan arrived after this stack's frames had all
   settled (the rig moved on);
 - ``scan ended``: the scan's scan.json says it ended (or a zip scan, which arrives whole); also when the stack
-  has its count but a frame never got its end marker, which only the scan's end made usable;
+  has its count but a frame never became whole, which only the scan's end made usable;
 - ``timeout``: no frame of the stack arrived or changed for ``stack_timeout_seconds``.
 
 The middle two apply only when no frame count is known. With a known count, a short stack more likely has frames
@@ -84,7 +84,7 @@ class FileState:
 
     size: int
     mtime_ns: int
-    complete: bool  # the format's end marker is present (True for formats without one)
+    complete: bool  # whole by its format: end marker, raw structure (True for formats with neither)
 
 
 @dataclass(frozen=True)
@@ -298,7 +298,7 @@ class StackTracker:
 
     def awaiting_timeout(self) -> list[StackId]:
         """Open stacks that ``stack_timeout_seconds`` may still complete (or make usable, for a frame that never
-        got its end marker): what ``once`` waits for once nothing is :meth:`ready`. Not a stack whose scan is
+        became whole): what ``once`` waits for once nothing is :meth:`ready`. Not a stack whose scan is
         still going with a known count (only its count readies it), nor one backing off (see :meth:`waiting`)."""
         self._refresh()
         found = []
@@ -426,11 +426,11 @@ class StackTracker:
         self, count: int, expected: int | None, moved_on: bool, info: ScanInfo | None, quiet: float, *,
         truncated: bool,
     ) -> str | None:
-        """Why a stack whose frames are all usable is complete, or None if it is not; ``truncated``: a frame has
-        no end marker (only the timeout or the scan's end made it usable)."""
+        """Why a stack whose frames are all usable is complete, or None if it is not; ``truncated``: a frame is
+        not whole by its format (only the timeout or the scan's end made it usable)."""
         ended = info is not None and info.ended
         if ended and truncated and (expected is None or count >= expected):
-            return "scan ended"  # not "count": the record says what let the stack go without its end marker
+            return "scan ended"  # not "count": the record says what let a frame that is not whole go
         if expected is not None and count >= expected:
             return "count"
         if moved_on and expected is None:

@@ -35,6 +35,7 @@ from watcher.atomic import write_atomic
 from watcher.service.executor import JobSpec, Outcome, OutcomeKind, WorkerId
 from watcher.stacking.frames import FrameError, FrameUnavailable
 from watcher.stacking.pipeline import StackError, stack_to_file
+from watcher.stacking.raw import set_libraw_threads
 from watcher.stacking.sharpest import fallback_image, sharpest_frame
 
 
@@ -43,6 +44,7 @@ def run(spec: JobSpec, conn: Connection) -> None:
     _end_with(spec.daemon_pid)
     limit = _limit_memory(spec.memory_limit_bytes)
     cv2.setNumThreads(spec.threads)
+    set_libraw_threads(spec.threads)
     out_of_memory = f"out of memory: the stack needs more than the worker's limit of {limit >> 20} MiB"
     conn.send(execute(spec, worker=f"local pid {os.getpid()}", out_of_memory=out_of_memory))
     conn.close()
@@ -57,7 +59,8 @@ def execute(spec: JobSpec, *, worker: str, out_of_memory: str = "out of memory")
     """
     _reset_peak_rss()
     try:
-        record = stack_to_file(spec.sources, spec.image, spec.settings, depthmap_output=spec.depthmap,
+        record = stack_to_file(spec.sources, spec.image, spec.settings, deep_output=spec.deep_image,
+                               depthmap_output=spec.depthmap,
                                thumbnail_output=spec.thumbnail, depth_thumbnail_output=spec.depth_thumbnail,
                                mask_output=spec.masks[0] if spec.masks else None, calibration=spec.calibration)
         if len(spec.masks) > 1:  # made once, the same bytes under each mesher's name
@@ -90,12 +93,15 @@ def _failed(spec: JobSpec, message: str) -> Outcome:
         best = sharpest_frame(spec.sources, spec.settings)
         if best is None:
             return Outcome(OutcomeKind.FAILED, message + " (no frame readable for a fallback image)")
-        write_atomic(spec.image, fallback_image(best, spec.settings.output_format, spec.settings.jpeg_quality))
+        write_atomic(spec.image, fallback_image(best, spec.settings.output_format, spec.settings.jpeg_quality,
+                                                max_pixels=int(spec.settings.max_megapixels * 1e6)))
     except OSError as exc:
         return Outcome(OutcomeKind.UNWRITABLE, f"cannot write the fallback image: {exc}")
     except MemoryError:
         return Outcome(OutcomeKind.FAILED, message + " (out of memory choosing a fallback image)")
-    return Outcome(OutcomeKind.FAILED, message, fallback={"frame": best.frame.name, "index": best.index})
+    except FrameError as exc:  # readable for its score, yet not whole (a raw frame scored on a half-size develop)
+        return Outcome(OutcomeKind.FAILED, message + f" (no fallback image: {exc})")
+    return Outcome(OutcomeKind.FAILED, message, fallback={"frame": best.name, "index": best.index})
 
 
 def _end_with(daemon_pid: int) -> None:

@@ -91,6 +91,14 @@ def linear_light_table(dtype: np.dtype) -> np.ndarray:
     return np.round(linear).astype(np.uint16)
 
 
+@functools.cache
+def display_encoding_table() -> np.ndarray:
+    """Linear light (uint16, 0..65535) -> display-encoded uint16: the inverse of :func:`linear_light_table`, for
+    frames developed in linear light (raw) that the measuring pass must see as cameras store theirs."""
+    encoded = np.power(np.arange(65536, dtype=np.float64) / 65535.0, 1.0 / DISPLAY_GAMMA) * 65535.0
+    return np.round(encoded).astype(np.uint16)
+
+
 def gradient_mask(grey: np.ndarray, keep_percent: float) -> np.ndarray:
     """uint8 mask (255 = use) of the ``keep_percent`` % pixels with the strongest gradient, slightly dilated.
 
@@ -221,6 +229,7 @@ def warp_frame(pixels: np.ndarray, warp: np.ndarray) -> np.ndarray:
     Borders the frame does not cover are filled by replicating its edge; :func:`coverage` tells the blend
     which pixels those are, so that they get no weight and are filled from frames that do cover them.
     """
+    pixels = np.asarray(pixels)  # a raw frame developed where it is read: all of it
     if np.allclose(warp, np.eye(3), atol=1e-9):
         return pixels
     height, width = pixels.shape[:2]
@@ -233,15 +242,37 @@ def warp_frame(pixels: np.ndarray, warp: np.ndarray) -> np.ndarray:
 def warp_block(pixels: np.ndarray, warp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
     """Rows ``rows`` and columns ``cols`` of :func:`warp_frame`'s result, computed alone (same values).
 
-    Lets a stack be fused strip by strip without ever holding a whole warped frame.
+    Lets a stack be fused strip by strip without ever holding a whole warped frame. ``pixels`` may also be a raw
+    frame that is developed where it is read (:class:`~watcher.stacking.raw.RawPixels`): only the part of it the
+    block maps to is then asked for, with the margin bicubic interpolation reads.
     """
     shift = np.array([[1.0, 0.0, cols.start], [0.0, 1.0, rows.start], [0.0, 0.0, 1.0]])
     block = warp @ shift
     size = (cols.stop - cols.start, rows.stop - rows.start)
+    if not isinstance(pixels, np.ndarray):
+        pixels, block = _source_region(pixels, block, size)
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
     if np.allclose(block[2], (0.0, 0.0, 1.0), atol=1e-12):
         return cv2.warpAffine(pixels, block[:2], size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
     return cv2.warpPerspective(pixels, block, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _source_region(pixels, block: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``pixels`` a block of ``size`` (w, h) warped by ``block`` reads, and the warp into that part.
+
+    The block's corners bound what it maps to (a projective map keeps the block convex); bicubic interpolation
+    reads 1 px before and 2 px after each position (one more each side for OpenCV's fixed-point coordinates).
+    Clamped to the frame, where replicating the region's edge is replicating the frame's.
+    """
+    height, width = pixels.shape[:2]
+    corners = _corners(*size) @ block.T
+    xy = corners[:, :2] / corners[:, 2:]
+    left = min(max(int(np.floor(xy[:, 0].min())) - 2, 0), width - 1)
+    top = min(max(int(np.floor(xy[:, 1].min())) - 2, 0), height - 1)
+    right = max(min(int(np.ceil(xy[:, 0].max())) + 3, width), left + 1)
+    bottom = max(min(int(np.ceil(xy[:, 1].max())) + 3, height), top + 1)
+    to_region = np.array([[1.0, 0.0, -left], [0.0, 1.0, -top], [0.0, 0.0, 1.0]])
+    return pixels[top:bottom, left:right], to_region @ block
 
 
 def coverage(warp: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:

@@ -26,14 +26,14 @@ import cv2
 import numpy as np
 
 from watcher.config import BlendMethod
-from watcher.stacking.align import warp_block, warp_frame
-from watcher.stacking.output import SHARPEN_MARGIN, to_output_dtype, unsharp_mask
+from watcher.stacking.align import DISPLAY_GAMMA, warp_block, warp_frame
+from watcher.stacking.output import SHARPEN_MARGIN, srgb_encoded, to_output_dtype, unsharp_mask
 
 BLENDS = get_args(BlendMethod)  # the names live in the settings model
 SOFT, SHARP = 0.5, 0.15  # kernel half-transitions h, in frames
 _ROWS = 128  # rows per strip: keeps temporaries small for 64 MP frames
 _RUN_GAP = 256  # px: columns without weight between two runs of a strip are warped anyway when fewer than this
-_FIXED_POINT = 256.0  # 8-bit frames accumulate in uint16 units of 1/256 of a level
+_FIXED_POINT = {np.dtype(np.uint8): 256.0, np.dtype(np.uint16): 1.0}  # uint16 accumulator units per level
 
 
 def transitions(method: str) -> tuple[float, float]:
@@ -139,6 +139,10 @@ class FrameWeights:
 class Fusion:
     """The running result of a merge: ``add`` every frame (any order), then ``result``.
 
+    The linear blends (``weighted``, ``guided_weighted``, ``direct_map``) accumulate in uint16 fixed point: 8-bit
+    frames in units of 1/256 of a level, 16-bit frames in levels (adds saturate, so the rounding of each term
+    cannot wrap around) -- 6 bytes per pixel, where float32 would take 12. The others accumulate in float32.
+
     Parameters
     ----------
     method : str
@@ -148,33 +152,43 @@ class Fusion:
     dtype : numpy dtype
         The frames' sample type (uint8 or uint16).
     gain_scale : float
-        Largest gain of any frame: gains are divided by it while accumulating (so 8-bit sums fit 16 bits) and the
+        Largest gain of any frame: gains are divided by it while accumulating (so that sums fit 16 bits) and the
         result multiplied by it.
+    linear : bool
+        The frames hold linear light (raw frames). Gains, which are for display-encoded values everywhere, are
+        applied as ``gain ** DISPLAY_GAMMA``, and the result is encoded to sRGB.
     """
 
-    def __init__(self, method: str, shape: tuple[int, int], dtype: np.dtype, gain_scale: float) -> None:
+    def __init__(self, method: str, shape: tuple[int, int], dtype: np.dtype, gain_scale: float, *,
+                 linear: bool = False) -> None:
         self.method = method
         self.shape = shape
         self.top = float(np.iinfo(dtype).max)
-        self.gain_scale = gain_scale
-        self.fixed_point = np.dtype(dtype) == np.uint8 and method in ("weighted", "guided_weighted", "direct_map")
+        self.linear = linear
+        self.exponent = DISPLAY_GAMMA if linear else 1.0
+        self.gain_scale = gain_scale ** self.exponent
+        self.fixed_point = method in ("weighted", "guided_weighted", "direct_map")
+        self.unit = _FIXED_POINT[np.dtype(dtype)] if self.fixed_point else 1.0 / self.top
         if method == "laplacian_pyramid":
             self.levels = _pyramid_levels(shape)
             self.sums = [np.zeros((*level, 3), np.float32) for level in _level_shapes(shape, self.levels)]
-        elif self.fixed_point:
-            self.sum = np.zeros((*shape, 3), np.uint16)
         else:
-            self.sum = np.zeros((*shape, 3), np.float32)
+            self.sum = np.zeros((*shape, 3), np.uint16 if self.fixed_point else np.float32)
+
+    def _gains(self, weights: FrameWeights) -> np.ndarray:
+        """The frame's gains as applied to its samples, in accumulator units, divided by ``gain_scale``."""
+        gains = np.asarray(weights.gains, np.float64) ** self.exponent
+        return (gains * self.unit / self.gain_scale).astype(np.float32)
 
     def add(self, pixels: np.ndarray, weights: FrameWeights) -> None:
-        """Fold in one decoded frame (H', W', 3), uint8/uint16, not yet aligned."""
+        """Fold in one decoded frame (H', W', 3), uint8/uint16, not yet aligned (an array, or a raw frame's
+        :class:`~watcher.stacking.raw.RawPixels`, which is then developed only where it has weight)."""
         if self.method == "laplacian_pyramid":
             self._add_pyramid(pixels, weights)
             return
         luma = Upsampled(weights.luma, self.shape)
         colour = Upsampled(weights.colour, self.shape) if self.method == "luma_weighted_chroma_pick" else None
-        unit = (_FIXED_POINT if self.fixed_point else 1.0 / self.top) / self.gain_scale
-        gains = np.asarray(weights.gains, np.float32) * np.float32(unit)
+        gains = self._gains(weights)
         for rows in _strips(self.shape[0]):
             runs = luma.support(rows) if colour is None else _joined(luma.support(rows) + colour.support(rows))
             if not runs:
@@ -197,14 +211,13 @@ class Fusion:
         target = self.sum[rows, cols]
         if self.fixed_point:
             block += np.float32(0.5)  # round, then truncate: every term is >= 0
-            target += block.astype(np.uint16)
+            cv2.add(target, block.astype(np.uint16), dst=target)  # saturating
         else:
             target += block
 
     def _add_pyramid(self, pixels: np.ndarray, weights: FrameWeights) -> None:
         aligned = warp_frame(pixels, weights.warp)
-        gains = np.asarray(weights.gains, np.float32) / np.float32(self.top * self.gain_scale)
-        gaussian = aligned.astype(np.float32) * gains
+        gaussian = aligned.astype(np.float32) * self._gains(weights)
         del aligned
         weight = Upsampled(weights.luma, self.shape).full()
         for index, total in enumerate(self.sums):
@@ -219,13 +232,13 @@ class Fusion:
                 gaussian, weight = smaller, cv2.pyrDown(weight)
 
     def result(self, dtype: type[np.integer], sharpen: float = 0.0) -> np.ndarray:
-        """The fused image (H, W, 3) in ``dtype`` (uint8 or uint16), unsharp-masked by ``sharpen`` (0: not).
+        """The fused image (H, W, 3) in ``dtype`` (uint8 or uint16), unsharp-masked by ``sharpen`` (0: not);
+        display-encoded (sRGB for linear frames).
 
-        Made strip by strip from the accumulator, *in its memory*: the result needs at most half the bytes per
-        pixel the accumulator has, so strip ``k``'s output bytes end where strip ``k``'s input starts (rows r0..r1
-        of output end at byte 3 W r1 <= 6 W r0 of input, for strips of 128 rows), and the rows a strip reads
-        around it for sharpening are still untouched. No second full-size image is ever held (except by
-        ``laplacian_pyramid``, whose levels must be collapsed whole first).
+        Made strip by strip from the accumulator, *in its memory*: the result has no more bytes per pixel than the
+        accumulator, so strip ``k``'s output ends no later than strip ``k``'s input, and the rows that sharpening
+        the next strip needs from this one are kept aside before they are overwritten. No second full-size image
+        is ever held (except by ``laplacian_pyramid``, whose levels must be collapsed whole first).
         """
         if self.method == "laplacian_pyramid":
             collapsed = self.sums[-1]
@@ -236,32 +249,42 @@ class Fusion:
             collapsed *= np.float32(self.gain_scale)
             self.sum, self.fixed_point = collapsed, False
         height, width = self.shape
-        if 2 * np.dtype(dtype).itemsize <= self.sum.itemsize:
-            out = np.frombuffer(self.sum.data, dtype, count=height * width * 3).reshape(height, width, 3)
-        else:  # 8-bit frames fused to a 16-bit result: as many bytes as the accumulator
-            out = np.empty((height, width, 3), dtype)
+        out = np.frombuffer(self.sum.data, dtype, count=height * width * 3).reshape(height, width, 3)
         margin = SHARPEN_MARGIN if sharpen > 0 else 0
-        for rows in _strips(self.shape[0]):
-            top, bottom = max(0, rows.start - margin), min(self.shape[0], rows.stop + margin)
-            values = self._values(slice(top, bottom))
-            if sharpen > 0:
+        above = np.empty((0, width, 3), np.float32)  # the strip before's last rows, read before it was overwritten
+        for rows in _strips(height):
+            values = self._values(slice(rows.start, min(height, rows.stop + margin)))
+            kept = values[max(0, rows.stop - rows.start - margin) : rows.stop - rows.start].copy()
+            if margin:
+                values = np.concatenate([above, values])
                 unsharp_mask(values, sharpen)
-            out[rows] = to_output_dtype(values[rows.start - top : rows.stop - top], dtype)
+            out[rows] = to_output_dtype(values[len(above) if margin else 0:][: rows.stop - rows.start], dtype)
+            above = kept
         del self.sum
         return out  # a view: keeps the accumulator's buffer alive, and nothing else
 
     def _values(self, rows: slice) -> np.ndarray:
-        """Rows ``rows`` of the result as float32 in [0, 1] (not clipped), a new array."""
+        """Rows ``rows`` of the result as float32 in [0, 1] (not clipped unless encoded), display-encoded, a new
+        array."""
         if self.fixed_point:
-            return np.multiply(self.sum[rows], np.float32(self.gain_scale / (_FIXED_POINT * self.top)),
-                               dtype=np.float32)
-        values = self.sum[rows].copy()
-        if self.method == "luma_weighted_chroma_pick":
-            values = _bgr(values)
-            values *= np.float32(self.gain_scale)
-        elif self.method != "laplacian_pyramid":
-            values *= np.float32(self.gain_scale)
-        return values
+            values = np.multiply(self.sum[rows], np.float32(self.gain_scale / (self.unit * self.top)),
+                                 dtype=np.float32)
+        else:
+            values = self.sum[rows].copy()
+            if self.method == "luma_weighted_chroma_pick":
+                values = _bgr(values)
+            if self.method != "laplacian_pyramid":
+                values *= np.float32(self.gain_scale)
+        return _srgb_encoded(values) if self.linear else values
+
+
+def _srgb_encoded(linear: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] (float32, clipped in place) -> sRGB-encoded float32 in [0, 1], by table."""
+    np.clip(linear, 0.0, 1.0, out=linear)
+    linear *= np.float32(65535)
+    linear += np.float32(0.5)
+    encoded = srgb_encoded(linear.astype(np.uint16))
+    return np.multiply(encoded, np.float32(1 / 65535), dtype=np.float32)
 
 
 def _joined(runs: list[slice]) -> list[slice]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import struct
 from fractions import Fraction
 
-ASCII, SHORT, LONG, RATIONAL = 2, 3, 4, 5  # TIFF field types used here
+from watcher.stacking.tiff import ASCII, LONG, RATIONAL, SHORT
+
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _EXIF_IFD_POINTER = 0x8769
 _MAX_BYTES = 65_527  # a JPEG APP1 segment holds 65533 bytes, less its "Exif\0\0" header

@@ -1,4 +1,5 @@
-"""Load stage: turn an encoded file (on disk or inside a zip) into an upright 8- or 16-bit BGR frame.
+"""Load stage: turn an encoded file (on disk or inside a zip) into an upright 8- or 16-bit BGR frame, or a raw
+file (DNG, camera raw) into a linear 16-bit one (:mod:`watcher.stacking.raw`).
 
 A bad frame is a :class:`FrameError` that names it, so a stack's record says which file was bad. A frame that
 could not be read for a reason outside the file -- no permission yet, an I/O error, a network share that blips,
@@ -15,13 +16,17 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from watcher.stacking.probe import ImageInfo, ProbeError, probe_image
+from watcher.stacking.align import display_encoding_table
+from watcher.stacking.develop import RawColour
+from watcher.stacking.metadata import exif_block
+from watcher.stacking.probe import ImageInfo, ProbeError, is_raw_name, probe_image
+from watcher.stacking.raw import RawError, RawPixels, decode_raw
 from watcher.untrusted import UnsafeFile, check_member, open_regular, read_at_most
 
 # COLOR: always 3 channels (grey frames are expanded, alpha dropped); ANYDEPTH: keep 16-bit samples.
@@ -69,12 +74,15 @@ class FrameSource:
     ``seen`` is the (size, mtime_ns) the caller saw when it chose this frame (for a zip member: the member's
     size and the zip's mtime). When given, a file that no longer matches it is not read: it is
     :class:`FrameUnavailable` ("changed since it was seen"), so a result always describes the inputs it names.
+    ``colour``, for a raw frame: how its stack develops it (the reference frame's levels, white balance and
+    matrix); None: as the file itself says.
     """
 
     name: str
     path: Path
     member: str | None = None
     seen: tuple[int, int] | None = None
+    colour: RawColour | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, item: FrameSource | Path | str) -> FrameSource:
@@ -135,18 +143,28 @@ class Frame:
     ----------
     name : str
         The source's name, used in every message about this frame.
-    pixels : ndarray, shape (H, W, 3), dtype uint8 or uint16
-        BGR samples, upright (EXIF orientation applied).
+    pixels : ndarray or RawPixels, shape (H, W, 3), dtype uint8 or uint16
+        BGR samples, upright (EXIF orientation applied). A raw frame decoded whole is a
+        :class:`~watcher.stacking.raw.RawPixels`, developed where it is read (``pixels[rows, cols]``,
+        ``np.asarray``), in sensor orientation (its EXIF says how to turn it).
     exif : bytes or None
-        The TIFF-structured EXIF block as stored in the file (orientation tag still as the camera wrote it).
+        The TIFF-structured EXIF block as stored in the file (orientation tag still as the camera wrote it); for a
+        raw frame, one made from its metadata.
     full_shape : (H, W)
         Size of the whole frame, upright; ``pixels`` is smaller when decoded reduced.
+    linear : bool
+        The samples are linear light in sRGB primaries (a raw frame decoded whole); else display-encoded, as
+        cameras store JPEGs (raw frames decoded reduced, for the measuring pass, are encoded like them).
+    icc : bytes or None
+        The file's ICC colour profile.
     """
 
     name: str
-    pixels: np.ndarray
+    pixels: np.ndarray | RawPixels
     exif: bytes | None
     full_shape: tuple[int, int]
+    linear: bool = False
+    icc: bytes | None = None
 
     @property
     def max_value(self) -> int:
@@ -173,7 +191,7 @@ def read_frame(source: FrameSource, *, max_pixels: int, reduce: int = 1) -> Fram
         The frame could not be read now (see :meth:`FrameSource.read_bytes`).
     """
     data = source.read_bytes(max_file_bytes(max_pixels))
-    return decode_frame(data, source.name, max_pixels=max_pixels, reduce=reduce)
+    return decode_frame(data, source.name, max_pixels=max_pixels, reduce=reduce, colour=source.colour)
 
 
 HEADER_BYTES = 256 << 10  # enough for any JPEG header, a large EXIF block and its thumbnail included
@@ -191,8 +209,14 @@ def read_header(source: FrameSource) -> ImageInfo:
 
 
 def read_preview(source: FrameSource, *, max_pixels: int, preview_pixels: int) -> Frame:
-    """Read a frame decoded reduced by :func:`preview_reduction` for ``preview_pixels`` (see :func:`read_frame`)."""
+    """Read a frame decoded reduced by :func:`preview_reduction` for ``preview_pixels`` (see :func:`read_frame`).
+
+    Raw frames come display-encoded, as JPEG frames do: the measuring pass works on encoded values.
+    """
     data = source.read_bytes(max_file_bytes(max_pixels))
+    if is_raw_name(source.name):
+        return _decode_raw(data, source.name, max_pixels, source.colour,
+                           lambda width, height: preview_reduction(width, height, preview_pixels))
     try:
         info = probe_image(data)
     except ProbeError as exc:
@@ -201,8 +225,12 @@ def read_preview(source: FrameSource, *, max_pixels: int, preview_pixels: int) -
     return decode_frame(data, source.name, max_pixels=max_pixels, reduce=reduce)
 
 
-def decode_frame(data: bytes, name: str, *, max_pixels: int, reduce: int = 1) -> Frame:
-    """Decode encoded bytes into a :class:`Frame` (see :func:`read_frame`)."""
+def decode_frame(data: bytes, name: str, *, max_pixels: int, reduce: int = 1,
+                 colour: RawColour | None = None) -> Frame:
+    """Decode encoded bytes into a :class:`Frame` (see :func:`read_frame`); a raw file (by its name's suffix)
+    with ``colour``, its stack's development."""
+    if is_raw_name(name):
+        return _decode_raw(data, name, max_pixels, colour, None if reduce == 1 else lambda _w, _h: reduce)
     try:
         info = probe_image(data)
     except ProbeError as exc:
@@ -227,8 +255,22 @@ def decode_frame(data: bytes, name: str, *, max_pixels: int, reduce: int = 1) ->
         pixels = cv2.resize(pixels, (-(-width // reduce), -(-height // reduce)), interpolation=cv2.INTER_AREA)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise FrameError(name, f"unsupported sample type {pixels.dtype} (use 8- or 16-bit images)")
-    exif = next((bytes(block) for kind, block in zip(types, blocks) if kind == cv2.IMAGE_METADATA_EXIF), None)
-    return Frame(name=name, pixels=pixels, exif=exif or None, full_shape=tuple(full_shape))
+    metadata = {int(kind): bytes(block) for kind, block in zip(types, blocks)}
+    return Frame(name=name, pixels=pixels, exif=metadata.get(cv2.IMAGE_METADATA_EXIF) or None,
+                 full_shape=tuple(full_shape), icc=metadata.get(cv2.IMAGE_METADATA_ICCP) or None)
+
+
+def _decode_raw(data: bytes, name: str, max_pixels: int, colour: RawColour | None, reduction) -> Frame:
+    """A raw frame: whole and linear (``reduction`` None), or reduced and display-encoded."""
+    try:
+        decoded = decode_raw(data, max_pixels=max_pixels, colour=colour, reduction=reduction)
+    except RawError as exc:
+        raise FrameError(name, str(exc)) from None
+    exif = exif_block(decoded.fields)
+    if reduction is None:
+        return Frame(name=name, pixels=decoded.pixels, exif=exif, full_shape=decoded.full_shape, linear=True)
+    encoded = np.take(display_encoding_table(), decoded.pixels)
+    return Frame(name=name, pixels=encoded, exif=exif, full_shape=decoded.full_shape)
 
 
 def prefetching(

@@ -37,6 +37,7 @@ import numpy as np
 from watcher.stacking.backdrop import BackdropColour, colour_distance, predict_backdrop
 from watcher.stacking.depth import DepthVotes
 from watcher.stacking.focus import guided_filter
+from watcher.stacking.output import srgb_encoded
 
 # Seeds and growth (best score; best minus worst score). On the turntable scenes the object's best score has its
 # 5th percentile at -7.6 and its 1st at -8.3, every featureless backdrop its 99th at or below -8.1; the object's
@@ -201,7 +202,8 @@ def border_connected(mask: np.ndarray) -> np.ndarray:
     return touching[labels]
 
 
-def mask_from_evidence(evidence: FocusEvidence, image: np.ndarray) -> tuple[np.ndarray, dict]:
+def mask_from_evidence(evidence: FocusEvidence, image: np.ndarray, *,
+                       linear: bool = False) -> tuple[np.ndarray, dict]:
     """The full-size mask from the focus evidence and the result (stage 2 of the module docstring).
 
     Parameters
@@ -209,6 +211,8 @@ def mask_from_evidence(evidence: FocusEvidence, image: np.ndarray) -> tuple[np.n
     evidence : FocusEvidence
     image : ndarray, shape (H, W, 3), uint8 or uint16
         The fused result; read once, at the evidence's resolution.
+    linear : bool
+        ``image`` is linear light (a stack of raw frames): its colours are judged sRGB-encoded, as other results'.
 
     Returns
     -------
@@ -223,6 +227,8 @@ def mask_from_evidence(evidence: FocusEvidence, image: np.ndarray) -> tuple[np.n
     """
     height, width = evidence.region.shape
     colour = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    if linear:
+        colour = srgb_encoded(colour)
     if colour.dtype != np.uint8:
         colour = (colour >> 8).astype(np.uint8)
     soft, account = soft_mask(evidence, colour)

@@ -81,6 +81,8 @@ class Measured:
         Per frame index, the record: name, placement, model, correlation, transform, gains, focus_change, warnings.
     exif : bytes or None
         The reference frame's EXIF block.
+    icc : bytes or None
+        The reference frame's ICC colour profile.
     mask_evidence : FocusEvidence or None
         The object's focus evidence, when an object mask is asked for (:mod:`watcher.stacking.mask`).
     """
@@ -94,6 +96,7 @@ class Measured:
     guide: np.ndarray
     frames: list[dict]
     exif: bytes | None
+    icc: bytes | None = None
     mask_evidence: FocusEvidence | None = None
 
     def coverage(self, index: int) -> np.ndarray | None:
@@ -181,7 +184,7 @@ def measure(
         timer.add("mask", begin)
     return Measured(
         shape=state.shape, dtype=state.dtype, decision_shape=state.decision_shape, warps=state.warps,
-        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=state.exif,
+        gains=state.gains, depth=depth, guide=state.guide, frames=records, exif=state.exif, icc=state.icc,
         mask_evidence=evidence,
     )
 
@@ -266,6 +269,7 @@ class _Measuring:
         self.settings = settings
         self.reference = reference
         self.exif = first.exif
+        self.icc = first.icc
         self.shape: tuple[int, int] = first.full_shape
         self.dtype = first.pixels.dtype
         self.decision_shape = decision_shape(self.shape, settings.focus_max_megapixels)

@@ -1,20 +1,26 @@
-"""Save stage: turn the fused float image into the output file's bytes, with the reference frame's EXIF.
+"""Save stage: turn the fused image into the output file's bytes, with the reference frame's EXIF and colour profile.
 
-EXIF goes in through OpenCV's ``imencodeWithMetadata`` (OpenCV >= 4.13), which writes it into JPEG and PNG;
-OpenCV cannot put EXIF into TIFF, so a TIFF result carries none and its record says so. Thumbnails for the
+EXIF and ICC profiles go into JPEG and PNG through OpenCV's ``imencodeWithMetadata`` (OpenCV >= 4.13), the whole
+EXIF block as the camera wrote it. OpenCV writes no metadata into TIFF: a TIFF result gets the camera fields (make,
+model, exposure, f-number, ISO, focal length, date, orientation) and the profile as tags of its own
+(:mod:`watcher.stacking.tiff`, which also writes 16-bit TIFFs, uncompressed, strip by strip). Thumbnails for the
 report are made here too, from the arrays already in memory: the result is never decoded again.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
 
+from watcher.stacking import tiff
+from watcher.stacking.metadata import fields_of_exif, result_tags
+
 FORMATS = {"jpg": ".jpg", "png": ".png", "tif": ".tif"}  # output format -> the suffix its files get
 SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tif", ".tiff": "tif"}  # suffix -> format
-_EXIF_CAPABLE = {"jpg", "png"}
 _ORIENTATION_TAG = 0x0112
 THUMBNAIL_SIDE = 320  # px, longest side: a report's grid tile, sharp on a phone's high-density screen
 
@@ -38,11 +44,29 @@ def to_output_dtype(image: np.ndarray, dtype: type[np.integer]) -> np.ndarray:
     return image.astype(dtype)
 
 
+@functools.cache
+def srgb_encoding_table() -> np.ndarray:
+    """Linear light (uint16, 0..65535) -> sRGB-encoded uint16 (IEC 61966-2-1's curve), for results of raw frames."""
+    linear = np.arange(65536, dtype=np.float64) / 65535.0
+    encoded = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+    return np.round(encoded * 65535.0).astype(np.uint16)
+
+
+@functools.cache
+def _eight_bit_table() -> np.ndarray:
+    return ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def srgb_encoded(linear: np.ndarray) -> np.ndarray:
+    """Linear-light uint16 samples -> sRGB-encoded uint16 (a new array)."""
+    return np.take(srgb_encoding_table(), linear)
+
+
 def to_8_bit(image: np.ndarray) -> np.ndarray:
     """``image`` as uint8: 16-bit values rounded to the nearest 8-bit step (x / 257); 8-bit returned as is."""
     if image.dtype == np.uint8:
         return image
-    return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return np.take(_eight_bit_table(), image)  # by table: no temporary wider than the result
 
 
 def thumbnail(image: np.ndarray, longest_side: int = THUMBNAIL_SIDE) -> np.ndarray:
@@ -69,12 +93,20 @@ def thumbnail(image: np.ndarray, longest_side: int = THUMBNAIL_SIDE) -> np.ndarr
     return to_8_bit(small)
 
 
-def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95,
-                 exif: bytes | None = None) -> tuple[bytes, list[str]]:
+def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: bytes | None = None,
+                 icc: bytes | None = None) -> tuple[bytes, list[str]]:
+    """:func:`encoded`, as one ``bytes``."""
+    pieces, warnings = encoded(image, fmt, jpeg_quality=jpeg_quality, exif=exif, icc=icc)
+    return b"".join(pieces), warnings
+
+
+def encoded(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95, exif: bytes | None = None,
+            icc: bytes | None = None) -> tuple[Iterable, list[str]]:
     """Encode ``image`` ((H, W, 3) or (H, W), uint8 or uint16) as ``fmt`` ("jpg", "png", "tif").
 
-    Returns the file's bytes and warnings (e.g. EXIF that the format cannot carry). 16-bit images become
-    8-bit for JPEG, which has no 16-bit mode.
+    ``exif``: a TIFF-structured EXIF block; ``icc``: an ICC profile of the colour space the pixels are in. Returns
+    the file's bytes as pieces to write in order (a 16-bit TIFF is made strip by strip as it is written: see
+    :mod:`watcher.stacking.tiff`), and warnings. 16-bit images become 8-bit for JPEG, which has no 16-bit mode.
     """
     warnings: list[str] = []
     if fmt == "jpg" and image.dtype == np.uint16:
@@ -85,16 +117,20 @@ def encode_image(image: np.ndarray, fmt: str, *, jpeg_quality: int = 95,
         "png": [cv2.IMWRITE_PNG_COMPRESSION, 3],  # fast; level 9 is 5x slower for ~5 % smaller files
         "tif": [cv2.IMWRITE_TIFF_COMPRESSION, 8],  # Adobe deflate: lossless, widely read
     }[fmt]
-    if exif and fmt in _EXIF_CAPABLE:
-        ok, buffer = cv2.imencodeWithMetadata(FORMATS[fmt], image, [cv2.IMAGE_METADATA_EXIF],
-                                              [np.frombuffer(exif, np.uint8)], params)
+    if fmt == "tif" and image.dtype == np.uint16 and image.ndim == 3:
+        return tiff.rgb16_chunks(image, *result_tags(fields_of_exif(exif), icc)), warnings
+    metadata = [(kind, block) for kind, block in ((cv2.IMAGE_METADATA_EXIF, exif), (cv2.IMAGE_METADATA_ICCP, icc))
+                if block]
+    if metadata and fmt != "tif":
+        ok, buffer = cv2.imencodeWithMetadata(FORMATS[fmt], image, [kind for kind, _ in metadata],
+                                              [np.frombuffer(block, np.uint8) for _, block in metadata], params)
     else:
-        if exif:
-            warnings.append(f"EXIF not written: OpenCV cannot write EXIF into {fmt.upper()} (use png or jpg)")
         ok, buffer = cv2.imencode(FORMATS[fmt], image, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}")
-    return buffer.tobytes(), warnings
+    if metadata and fmt == "tif":
+        return [tiff.with_tags(buffer, *result_tags(fields_of_exif(exif), icc))], warnings
+    return [buffer], warnings
 
 
 def upright_exif(exif: bytes) -> bytes:

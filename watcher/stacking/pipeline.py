@@ -19,7 +19,7 @@ import ctypes
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -33,10 +33,14 @@ from watcher.stacking.blend import Fusion
 from watcher.stacking.calibration import Calibration
 from watcher.stacking.camera import fill_camera_exif
 from watcher.stacking.depth import refine
-from watcher.stacking.frames import Frame, FrameSource, prefetching, read_frame
+from watcher.stacking.develop import RawColour
+from watcher.stacking.frames import Frame, FrameError, FrameSource, max_file_bytes, prefetching, read_frame
 from watcher.stacking.mask import mask_from_evidence
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
-from watcher.stacking.output import encode_image, thumbnail, upright_exif
+from watcher.stacking.metadata import srgb_profile
+from watcher.stacking.output import SUFFIXES, encode_image, encoded, thumbnail, to_8_bit, upright_exif
+from watcher.stacking.probe import is_raw_name
+from watcher.stacking.raw import RawError, raw_colour
 from watcher.stacking.weights import WeightPlan
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -61,8 +65,11 @@ class StackResult:
     record : dict
         Everything about the run: frames, transforms, gains, shares, per-stage timings (s), warnings, settings.
     exif : bytes or None
-        The reference frame's EXIF, orientation reset (the pixels are upright), with the camera data it lacked
+        The reference frame's EXIF, orientation reset (the pixels are upright) -- except for raw frames, whose
+        pixels stay in sensor orientation and whose EXIF says how to turn them -- with the camera data it lacked
         (:mod:`watcher.stacking.camera`).
+    icc : bytes or None
+        An ICC profile of the colour space the pixels are in: sRGB for raw frames, else the reference frame's.
     mask : ndarray, shape (H, W), uint8, or None
         The object mask, when asked for: 255 object, 0 backdrop (:mod:`watcher.stacking.mask`).
     """
@@ -71,6 +78,7 @@ class StackResult:
     depthmap: np.ndarray | None
     record: dict
     exif: bytes | None = None
+    icc: bytes | None = None
     mask: np.ndarray | None = None
 
 
@@ -100,14 +108,20 @@ _BYTES_PER_PIXEL = {
     "luma_weighted_chroma_pick": 17,
 }
 _EXTRA_BYTES_PER_PIXEL_16_BIT = 12
+_EXTRA_BYTES_PER_PIXEL_RAW = 12
 # Frames up to this size are decoded one ahead while the previous one is merged; a 64 MP frame is 190 MB more,
 # which a 2-4 GB Pi needs more than the second or two it saves: bigger frames are decoded in turn.
 _PREFETCH_MAX_PIXELS = 24_000_000
 
 
-def estimate_peak_bytes(width: int, height: int, bits: int, settings: StackingSettings) -> int:
-    """Peak resident memory of :func:`stack` for frames of ``width`` x ``height`` px, with a 15 % margin."""
-    per_pixel = _BYTES_PER_PIXEL[settings.blend] + (_EXTRA_BYTES_PER_PIXEL_16_BIT if bits > 8 else 0)
+def estimate_peak_bytes(width: int, height: int, bits: int, settings: StackingSettings, *, raw: bool = False) -> int:
+    """Peak resident memory of :func:`stack` for frames of ``width`` x ``height`` px (``raw``: raw files of
+    ``bits`` per sample), with a 15 % margin."""
+    per_pixel = _BYTES_PER_PIXEL[settings.blend]
+    if raw:
+        per_pixel += _EXTRA_BYTES_PER_PIXEL_RAW
+    elif bits > 8:
+        per_pixel += _EXTRA_BYTES_PER_PIXEL_16_BIT
     decision = min(width * height, settings.focus_max_megapixels * 1.25e6)
     return _PROCESS_BASE_BYTES + int((width * height * per_pixel + decision * _BYTES_PER_DECISION_PIXEL) * 1.15)
 
@@ -123,6 +137,7 @@ def stack(
     *,
     progress: Progress | None = None,
     calibration: Calibration | None = None,
+    deep: bool = False,
     object_mask: bool = False,
 ) -> StackResult:
     """Fuse a focus stack.
@@ -130,12 +145,15 @@ def stack(
     Parameters
     ----------
     sources : sequence of FrameSource or paths
-        The frames, in focus order (nearest to farthest or the reverse).
+        The frames, in focus order (nearest to farthest or the reverse): images, or raw files (by their
+        suffixes), which are developed alike with the reference frame's colour and fused in linear light.
     settings : StackingSettings
     progress : callable(stage, done, total), optional
     calibration : Calibration, optional
         Transforms of an earlier stack of the same scan, reused where they check out
         (:mod:`watcher.stacking.calibration`).
+    deep : bool
+        Make the image 16-bit whatever ``settings.output_format`` says (a 16-bit file is written beside it).
     object_mask : bool
         Also make the object mask (``StackResult.mask``, the record's ``mask``); the result is the same either way.
 
@@ -144,29 +162,36 @@ def stack(
     FrameError
         A frame is unreadable, truncated, over the pixel limit, or does not match the reference's size or depth.
     StackError
-        No frames.
+        No frames, or raw and other frames mixed.
     """
     sources = [FrameSource.of(item) for item in sources]
     if not sources:
         raise StackError("no frames to stack")
+    raw = _all_raw(sources)
     return_freed_memory_promptly()
     started = time.perf_counter()
     timer = Timer()
     count = len(sources)
     ref = reference_index(count, settings.reference)
+    colour = None
+    if raw:
+        begin = time.perf_counter()
+        colour = reference_colour(sources[ref], int(settings.max_megapixels * 1e6))
+        sources = [replace(source, colour=colour) for source in sources]
+        timer.add("develop_settings", begin)
     measured = measure(sources, settings, ref, timer, progress, calibration, object_mask=object_mask)
     begin = time.perf_counter()
     depth = refine(measured.depth, measured.guide, edge_aware=settings.blend != "weighted").depth
     plan = WeightPlan(measured, depth, settings.blend)
     timer.add("decide", begin)
-    out_dtype = _output_dtype(measured.dtype, settings)
-    image = merge(sources, measured, plan, settings, out_dtype, timer, progress)
+    out_dtype = np.uint16 if deep else _output_dtype(measured.dtype, settings)
+    image = merge(sources, measured, plan, settings, out_dtype, timer, progress, linear=raw)
     begin = time.perf_counter()
     depthmap = _depth_image(depth, measured.shape, count) if settings.depthmap else None
     begin = timer.add("finish", begin)
     mask = mask_account = None
     if measured.mask_evidence is not None:
-        mask, mask_account = mask_from_evidence(measured.mask_evidence, image)
+        mask, mask_account = mask_from_evidence(measured.mask_evidence, image, linear=raw)
         timer.add("mask", begin)
     timer.seconds["total"] = time.perf_counter() - started
     shares = plan.shares(measured.depth.confidence)
@@ -190,14 +215,35 @@ def stack(
         "warnings": warnings,
         "settings": settings.model_dump(mode="json"),
     }
+    if colour is not None:
+        record["raw"] = {**colour.record(), "colour_space": "sRGB", "highlights": "clipped at the sensor's white"}
     if mask_account is not None:
         record["mask"] = mask_account
     metrics = frame_metrics(frames)
     if metrics is not None:
         record["focus_range"] = [advice.as_dict() for advice in stack_advice(metrics)]
-    exif = upright_exif(measured.exif) if measured.exif else None
+    exif = measured.exif if raw or not measured.exif else upright_exif(measured.exif)
     exif, record["camera_exif"] = fill_camera_exif(exif, (measured.shape[1], measured.shape[0]), settings.camera)
-    return StackResult(image=image, depthmap=depthmap, record=record, exif=exif, mask=mask)
+    return StackResult(image=image, depthmap=depthmap, record=record, exif=exif,
+                       icc=srgb_profile() if raw else measured.icc, mask=mask)
+
+
+def _all_raw(sources: Sequence[FrameSource]) -> bool:
+    """Whether the frames are raw files (by their names); a stack must not mix raw and other frames."""
+    raw = [source.name for source in sources if is_raw_name(source.name)]
+    if raw and len(raw) < len(sources):
+        other = next(source.name for source in sources if not is_raw_name(source.name))
+        raise StackError(f"raw and other frames in one stack ({raw[0]}, {other}): raw frames are developed "
+                         "and fused in linear light, the others are already encoded -- stack them apart")
+    return bool(raw)
+
+
+def reference_colour(source: FrameSource, max_pixels: int) -> RawColour:
+    """How the stack's raw frames are developed: as LibRaw reads its reference frame ``source``."""
+    try:
+        return raw_colour(source.read_bytes(max_file_bytes(max_pixels)), max_pixels=max_pixels)
+    except RawError as exc:
+        raise FrameError(source.name, str(exc)) from None
 
 
 def merge(
@@ -208,12 +254,15 @@ def merge(
     out_dtype: type[np.integer],
     timer: Timer,
     progress: Progress | None = None,
+    *,
+    linear: bool = False,
 ) -> np.ndarray:
-    """Decode every frame whole and fold it in with its weights; the result in ``out_dtype``."""
+    """Decode every frame whole and fold it in with its weights; the result in ``out_dtype``. ``linear``: the
+    frames decode to linear light (raw frames), and are fused so."""
     count = len(sources)
     max_pixels = int(settings.max_megapixels * 1e6)
     gain_scale = max(max(g) for g in measured.gains)
-    fusion = Fusion(settings.blend, measured.shape, measured.dtype, gain_scale)
+    fusion = Fusion(settings.blend, measured.shape, measured.dtype, gain_scale, linear=linear)
     needed = plan.used
     reference = sources[reference_index(count, settings.reference)].name
 
@@ -245,6 +294,7 @@ def stack_to_file(
     output: Path,
     settings: StackingSettings,
     *,
+    deep_output: Path | None = None,
     depthmap_output: Path | None = None,
     thumbnail_output: Path | None = None,
     depth_thumbnail_output: Path | None = None,
@@ -252,20 +302,27 @@ def stack_to_file(
     progress: Progress | None = None,
     calibration: Calibration | None = None,
 ) -> dict:
-    """:func:`stack`, then write the result (and optionally the depth map, the object mask -- an 8-bit grey PNG,
-    whatever ``mask_output``'s suffix -- and the report's thumbnails of the result and the depth map, made from the
-    arrays in memory) atomically. Returns the record, whose ``outputs`` name what was written."""
-    result = stack(sources, settings, progress=progress, calibration=calibration,
+    """:func:`stack`, then write the result (and optionally a 16-bit copy in the format of ``deep_output``'s
+    suffix, the depth map, the object mask -- an 8-bit grey PNG, whatever ``mask_output``'s suffix -- and the
+    report's thumbnails of the result and the depth map, made from the arrays in memory) atomically. Returns the
+    record, whose ``outputs`` name what was written."""
+    result = stack(sources, settings, progress=progress, calibration=calibration, deep=deep_output is not None,
                    object_mask=mask_output is not None)
     begin = time.perf_counter()
     outputs = {"image": str(output)}
     if thumbnail_output is not None:
         write_atomic(thumbnail_output, encode_image(thumbnail(result.image), "jpg", jpeg_quality=85)[0])
         outputs["thumbnail"] = str(thumbnail_output)
-    data, warnings = encode_image(result.image, settings.output_format, jpeg_quality=settings.jpeg_quality,
-                                  exif=result.exif)
-    del result.image
-    write_atomic(output, data)
+    if deep_output is not None:  # the 16-bit image, then the (JPEG) result from it
+        write_atomic(deep_output, encoded(result.image, SUFFIXES[deep_output.suffix.lower()], exif=result.exif,
+                                          icc=result.icc)[0])
+        outputs["deep_image"] = str(deep_output)
+        if settings.output_format == "jpg":
+            result.image = to_8_bit(result.image)
+    pieces, warnings = encoded(result.image, settings.output_format, jpeg_quality=settings.jpeg_quality,
+                               exif=result.exif, icc=result.icc)
+    write_atomic(output, pieces)
+    del result.image, pieces
     if depthmap_output is not None and result.depthmap is not None:
         depth_format = "jpg" if depthmap_output.suffix.lower() in (".jpg", ".jpeg") else "png"
         write_atomic(depthmap_output, encode_image(result.depthmap, depth_format, jpeg_quality=95)[0])

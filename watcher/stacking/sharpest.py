@@ -17,9 +17,10 @@ import numpy as np
 
 from watcher.config import StackingSettings
 from watcher.stacking.focus import focus_energy
-from watcher.stacking.frames import Frame, FrameError, FrameSource, FrameUnavailable, decode_frame, max_file_bytes
-from watcher.stacking.output import encode_image, exif_orientation, upright_exif
-from watcher.stacking.probe import probe_image
+from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, decode_frame, max_file_bytes
+from watcher.stacking.metadata import srgb_profile
+from watcher.stacking.output import encode_image, exif_orientation, srgb_encoded, upright_exif
+from watcher.stacking.probe import is_raw_name, probe_image
 
 _SCORE_PIXELS = 1_000_000  # frames are compared on a grey copy of at most this size
 
@@ -27,9 +28,10 @@ _SCORE_PIXELS = 1_000_000  # frames are compared on a grey copy of at most this 
 @dataclass(frozen=True)
 class Sharpest:
     index: int  # position of the frame in the stack
+    name: str
     data: bytes  # its file's bytes, as stored
-    frame: Frame  # decoded
     score: float  # mean focus energy of the grey copy (comparable within one stack only)
+    orientation: int  # the EXIF orientation its file asks viewers to apply (1: stored upright)
 
 
 def sharpest_frame(sources: Sequence[FrameSource], settings: StackingSettings) -> Sharpest | None:
@@ -46,23 +48,26 @@ def sharpest_frame(sources: Sequence[FrameSource], settings: StackingSettings) -
     for index, source in enumerate(sources):
         try:
             data = source.read_bytes(max_file_bytes(max_pixels))
-            frame = decode_frame(data, source.name, max_pixels=max_pixels)
+            # a raw frame is scored on its half-size develop: the whole one would cost a demosaic
+            frame = decode_frame(data, source.name, max_pixels=max_pixels, reduce=2 if is_raw_name(source.name) else 1)
         except (FrameError, FrameUnavailable):
             continue
         score = _mean_focus(frame.pixels, settings)
         if best is None or score > best.score:
-            best = Sharpest(index, data, frame, score)
+            best = Sharpest(index, source.name, data, score, exif_orientation(frame.exif))
     return best
 
 
-def fallback_image(best: Sharpest, fmt: str, jpeg_quality: int) -> bytes:
-    """The file that stands in for a failed stack's result: ``best`` stored the way every result is.
+def fallback_image(best: Sharpest, fmt: str, jpeg_quality: int, *, max_pixels: int) -> bytes:
+    """The file that stands in for a failed stack's result: ``best`` stored the way every result of its kind is.
 
     Results are upright, their EXIF orientation 1 (frames are rotated when decoded: see
     :func:`~watcher.stacking.output.upright_exif`); a stand-in asking viewers to rotate it would give a
     photogrammetry tool two conventions in one scan. So the camera's own file is kept as it is (lossless, EXIF and
     all) only when it is a JPEG wanted as ``jpg`` and already upright; otherwise the decoded, upright frame is
-    encoded as ``fmt`` with its EXIF, orientation reset.
+    encoded as ``fmt`` with its EXIF, orientation reset, and its colour profile. A raw frame is stored as a raw
+    stack's result is: developed whole, sRGB-encoded and tagged so, in sensor orientation with the orientation its
+    EXIF gives (raw frames are not turned when decoded).
 
     Parameters
     ----------
@@ -71,11 +76,18 @@ def fallback_image(best: Sharpest, fmt: str, jpeg_quality: int) -> bytes:
         ``jpg``, ``png`` or ``tif``.
     jpeg_quality : int
         For a re-encoded JPEG, 1-100.
+    max_pixels : int
+        The frame is refused (:class:`~watcher.stacking.frames.FrameError`) when larger.
     """
-    exif = best.frame.exif
-    if fmt == "jpg" and exif_orientation(exif) == 1 and probe_image(best.data, whole_file=False).format == "jpeg":
+    raw = is_raw_name(best.name)
+    if fmt == "jpg" and not raw and best.orientation == 1 and probe_image(best.data, whole_file=False).format == "jpeg":
         return best.data
-    return encode_image(best.frame.pixels, fmt, jpeg_quality=jpeg_quality, exif=upright_exif(exif) if exif else None)[0]
+    frame = decode_frame(best.data, best.name, max_pixels=max_pixels)
+    if frame.linear:
+        return encode_image(srgb_encoded(np.asarray(frame.pixels)), fmt, jpeg_quality=jpeg_quality, exif=frame.exif,
+                            icc=srgb_profile())[0]
+    exif = upright_exif(frame.exif) if frame.exif else None
+    return encode_image(frame.pixels, fmt, jpeg_quality=jpeg_quality, exif=exif, icc=frame.icc)[0]
 
 
 def _mean_focus(pixels: np.ndarray, settings: StackingSettings) -> float:

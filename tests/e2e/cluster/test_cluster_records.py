@@ -24,10 +24,12 @@ def dask_config(rig, cluster, name: str = "focus-watcher.toml", workers: dict | 
 def test_an_openscan3_scan_stacked_on_the_cluster_matches_the_local_executor_byte_for_byte(rig, cluster, frames):
     """Records identical except times and worker names; images, depth maps and masks byte-identical (the engine
     gives the same bytes whatever OpenCV's thread count, which differs between a local worker and a cluster
-    worker). A failing stack's record and fallback image too."""
+    worker). A failing stack's record and fallback image too, and a DNG stack's 16-bit TIFF (LibRaw's threads
+    differ too)."""
     bad = [frames.small[0], frames.small[1], b"not a JPEG at all \xff\xd9"]
     stacks = write_openscan3_stacks(rig.hot, "owl", 1, {0: frames.stack(3), 1: frames.stack(3, offset=3),
                                                         2: frames.medium[2:5], 3: bad}, status="completed")
+    stacks += write_openscan3_stacks(rig.hot, "owl", 2, {0: frames.raw[:3]}, status="completed", suffix=".dng")
     same = {"stacking": {"depthmap": True}, "results": {"on_failure": "sharpest_frame", "masks": ["colmap", "openmvs"]}}
     local = rig.root / "local"
     once = rig.start(rig.config("local.toml", results_folder=local, **same), command="once")
@@ -52,9 +54,10 @@ def test_an_openscan3_scan_stacked_on_the_cluster_matches_the_local_executor_byt
     assert failed["status"] == "failed" and failed["fallback"] is not None and failed["outputs"]
     assert failed["worker"]["name"].split()[0] in {"w1", "w2"}, failed  # the worker that found the frame bad
     assert on_local[failed["stack"]]["worker"]["name"].startswith("local pid ")
-    assert {on_cluster[s]["status"] for s in stacks[:3]} == {"ok"}
+    assert {on_cluster[s]["status"] for s in [*stacks[:3], stacks[4]]} == {"ok"}
     kinds = [output.get("kind") for output in on_cluster[stacks[0]]["outputs"]]
     assert kinds == [None, None, "mask", "mask"]  # image, depth map, the mask under two names
+    assert on_cluster[stacks[4]]["outputs"][0]["path"] == "owl/scan02/scan02_000.tif"
 
     # Which worker stacked each stack: in its record and in the log, by name and host.
     ran = {e["stack"]: e for e in daemon.events("stack.running")}
