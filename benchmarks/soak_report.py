@@ -114,7 +114,7 @@ def reconcile(night) -> tuple[Counter, list[tuple[str, str, bool]], list[list[di
             rows["processed but must not be"] += 1
         if status == "ok":
             rows["results ok"] += 1
-            rows["stacked from fewer frames than written"] += len(record["inputs"]) < len(planned.frames)
+            rows["stacked from fewer frames than written"] += len(record.get("inputs") or []) < len(planned.frames)
         if status == "failed":
             explained = planned.fault in CORRUPTIONS and CORRUPTIONS[planned.fault] in (record["error"] or "")
             failures.append((shown, record["error"], explained))

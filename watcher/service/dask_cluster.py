@@ -31,7 +31,7 @@ log = structlog.get_logger("focus-watcher")
 CONNECT_TIMEOUT = 10.0  # s: one attempt to reach the scheduler
 _REFRESH = 0.5  # s between two looks at the cluster's workers
 _RETRY_CONNECT = 2.0  # s between two connection attempts while the scheduler is unreachable
-KEY_PREFIX = "stack:"  # our task keys: stack:<stack id>:<token>
+KEY_PREFIX = "stack:"  # our task keys: stack:<stack id as shown (watcher.names.display)>:<token>
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def describe_cluster(address: str, timeout: float = CONNECT_TIMEOUT) -> dict:
 
 
 def stack_of(key: object) -> str | None:
-    """The stack id in one of our task keys, None for anyone else's task."""
+    """The stack id (as shown) in one of our task keys, None for anyone else's task."""
     if isinstance(key, str) and key.startswith(KEY_PREFIX):
         return key[len(KEY_PREFIX):].rpartition(":")[0]
     return None

@@ -42,6 +42,7 @@ from distributed.scheduler import KilledWorker
 
 from watcher.atomic import write_atomic
 from watcher.config import Settings
+from watcher.names import display
 from watcher.service.dask_cluster import KEY_PREFIX, Cluster, ClusterConnection
 from watcher.service.dask_task import ShippedFrame, TaskResult, stack_task
 from watcher.service.executor import Finished, Job, JobSpec, Outcome, OutcomeKind, WorkerId
@@ -181,7 +182,8 @@ class DaskExecutor:
         else:
             sources, shipped = tuple(self._mapped(source) for source in spec.sources), 0
         task.memory = task.job.estimate_bytes + shipped
-        task.key = f"{KEY_PREFIX}{spec.stack}:{uuid.uuid4().hex[:12]}"
+        # A key travels as UTF-8 (msgpack): a name that is not UTF-8 goes in as shown, \xNN (status shows it so).
+        task.key = f"{KEY_PREFIX}{display(spec.stack)}:{uuid.uuid4().hex[:12]}"
         try:
             future = cluster.client.submit(stack_task, replace(spec, sources=sources), cluster.threads_by_host(),
                                            key=task.key, resources={"memory": task.memory}, pure=False)

@@ -33,6 +33,7 @@ from distributed.comm import get_address_host
 from distributed.worker_memory import parse_memory_limit
 
 from watcher import __version__
+from watcher.names import display
 from watcher.service.executor import JobSpec, Outcome
 from watcher.service.worker import execute
 from watcher.stacking.frames import FrameError, FrameSource
@@ -78,9 +79,9 @@ def stack_task(spec: JobSpec, host_threads: dict[str, int]) -> TaskResult:
     worker = get_worker()
     host = get_address_host(worker.address)
     name = worker.address if str(worker.name) == worker.address else f"{worker.name} ({worker.address})"
-    # (the scheduler adds "worker": this worker's address)
-    worker.log_event(TOPIC, {"key": worker.get_current_task(), "stack": spec.stack, "name": name, "host": host,
-                             "hostname": socket.gethostname(), "pid": os.getpid()})
+    # (the scheduler adds "worker": this worker's address; events travel as UTF-8, so the stack as shown)
+    worker.log_event(TOPIC, {"key": worker.get_current_task(), "stack": display(spec.stack), "name": name,
+                             "host": host, "hostname": socket.gethostname(), "pid": os.getpid()})
     threads = max(1, (os.cpu_count() or 1) // max(1, host_threads.get(host, worker.state.nthreads)))
     cv2.setNumThreads(threads)
     set_libraw_threads(threads)

@@ -7,6 +7,7 @@ import json
 import os
 
 from tests.e2e.conftest import REPORT_FOLDER, openscan3_stack, paused, write_openscan3_stacks
+from watcher.names import display
 
 # What may differ between two runs of the same stacks, whatever runs them: times, and who ran them.
 _RUN_FIELDS = ("started_at", "finished_at", "duration_seconds", "timings", "worker_peak_rss_mb", "worker")
@@ -129,4 +130,15 @@ def test_status_shows_the_clusters_workers_and_what_they_run(rig, cluster, frame
     assert workers[({"w1", "w2"} - {busy}).pop()]["stacks"] == []
     assert f"cluster {cluster.address}: 2 workers" in text.stdout and stack in text.stdout, text.stdout
     daemon.wait_event("stack.done", stack=stack, timeout=90)
+    assert daemon.terminate() == 0
+
+
+def test_a_stack_whose_name_is_not_utf8_is_stacked_on_the_cluster(rig, cluster, frames):
+    """Dask sends task keys as UTF-8 (msgpack): a latin-1 project folder once made every submit fail to
+    serialise, so its stacks waited for ever. The key carries the name as shown; the result has the exact name."""
+    project = os.fsdecode(b"caf\xe9 #1")
+    daemon = rig.start(dask_config(rig, cluster))
+    [stack] = write_openscan3_stacks(rig.hot, project, 1, {0: frames.stack(3)})
+    daemon.wait_event("stack.done", stack=display(stack), timeout=60)
+    assert (rig.results / project / "scan01" / "scan01_000.jpg").is_file()
     assert daemon.terminate() == 0
