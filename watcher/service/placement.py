@@ -79,8 +79,9 @@ class Placement:
         share = _share_with if self.layout == "openscan" else None
         image = real_folder(self.root, paths.image.parent.relative_to(self.root).parts, share)
         ours = real_folder(self.root, paths.record.parent.relative_to(self.root).parts)
-        masks = tuple(real_folder(self.root, mask.parent.relative_to(self.root).parts, share) / mask.name
-                      for mask in paths.masks)
+        folders = {parent: real_folder(self.root, parent.relative_to(self.root).parts, share)  # each folder once
+                   for parent in dict.fromkeys(mask.parent for mask in paths.masks)}
+        masks = tuple(folders[mask.parent] / mask.name for mask in paths.masks)
         deep_image = image / paths.deep_image.name if paths.deep_image else None  # beside the image
         return StackPaths(image=image / paths.image.name, record=ours / paths.record.name,
                           depthmap=ours / paths.depthmap.name, masks=masks, deep_image=deep_image)
