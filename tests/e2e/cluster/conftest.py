@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,17 @@ def _started(root: Path) -> Cluster:
 
 @pytest.fixture(scope="package")  # stopped after the last test here: an idle cluster still costs CPU
 def _shared_cluster(tmp_path_factory):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # The tests here are one xdist group: one process runs them all, one after the other, and starts this cluster
+        # once. A second start (in another process, or again after other tests) means the grouping broke, as
+        # pytest 9.2 broke pytest-xdist 3.8's (pytest-dev/pytest-xdist#1386): each start costs seconds of CPU, and
+        # an idle cluster keeps costing.
+        first = tmp_path_factory.getbasetemp().parent / "shared-cluster-started"
+        try:
+            os.close(os.open(first, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pytest.fail("the shared Dask cluster was started a second time: the cluster tests are not one xdist "
+                        "group (is --dist loadgroup grouping?)", pytrace=False)
     cluster = _started(tmp_path_factory.mktemp("shared") / "cluster")
     yield cluster
     cluster.close()
