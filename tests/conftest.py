@@ -76,6 +76,14 @@ def ring_stack() -> list[Path]:
     return vendored("cmcguinness_steps", "step*.jpg", 6)
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: two test processes per core, at most 8. About a third of the suite's time is spent waiting
+    on real daemons (settle and quiet periods, process starts, a Dask worker coming back), which a second process
+    per core fills (2 cores: 5:17 with 2 processes, 4:02 with 4). Beyond 8, the longest chains (the Dask tests, the
+    fault night: a minute or two each) bound the run anyway, and each process only adds an interpreter."""
+    return min(8, 2 * len(os.sched_getaffinity(0)))
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
     """Markers by where a test lives (``-m "not cluster"``, ...); the Dask cluster tests run in one process of
