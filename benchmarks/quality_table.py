@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,21 @@ from benchmarks.synthetic import CASES, FocalStack, make_focal_stack, write_stac
 from watcher.config import StackingSettings
 from watcher.stacking.blend import BLENDS
 from watcher.stacking.focus import MEASURES
-from watcher.stacking.pipeline import reference_index, stack
+from watcher.stacking.pipeline import StackResult, reference_index, stack_each_blend
 
 
-def score_case(case: FocalStack, folder: Path, settings: StackingSettings) -> dict[str, float]:
-    """Stack ``case`` (frames already written to ``folder``) with ``settings``; PSNR/SSIM and corner error."""
+def score_case(case: FocalStack, folder: Path, settings: StackingSettings,
+               blends: list[str]) -> Iterator[dict[str, float]]:
+    """Stack ``case`` (frames already written to ``folder``) with ``settings`` and each of ``blends`` (measured
+    once); per blend, PSNR/SSIM and corner error."""
     paths = sorted(folder.glob("*.jpg")) or sorted(folder.glob("*.png"))
-    result = stack(paths, settings)
     ref = reference_index(len(paths), settings.reference)
+    for result in stack_each_blend(paths, settings, blends):
+        yield score_result(case, result, ref)
+
+
+def score_result(case: FocalStack, result: StackResult, ref: int) -> dict[str, float]:
+    """PSNR/SSIM of ``result`` against ``case``'s truth in the reference frame's geometry, and corner error."""
     truth = case.in_frame_geometry(case.truth, ref)
     errors = [
         corner_error_rms(np.array(frame["transform"]), case.true_alignment(i, ref), truth.shape)
@@ -67,11 +75,11 @@ def main(argv: list[str] | None = None) -> None:
             folder = Path(tmp) / name
             write_stack(case, folder)
             base = baselines(case, reference_index(args.frames, StackingSettings(**extra).reference))
-            for blend in args.blends.split(","):
-                for measure in args.focus.split(","):
-                    settings = StackingSettings(blend=blend, focus_measure=measure, **extra)
-                    rows.append({"case": name, "blend": blend, "focus": measure, **base,
-                                 **score_case(case, folder, settings)})
+            blends = args.blends.split(",")
+            for measure in args.focus.split(","):
+                settings = StackingSettings(focus_measure=measure, **extra)
+                for blend, scores in zip(blends, score_case(case, folder, settings, blends), strict=True):
+                    rows.append({"case": name, "blend": blend, "focus": measure, **base, **scores})
     print_table(rows)
 
 

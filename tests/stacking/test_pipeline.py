@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from watcher.config import StackingSettings
+from watcher.stacking.blend import BLENDS
 from watcher.stacking.frames import FrameError
-from watcher.stacking.pipeline import StackError, stack, stack_to_file
+from watcher.stacking.pipeline import StackError, stack, stack_each_blend, stack_to_file
 
 
 def sharpness(image: np.ndarray) -> float:
@@ -52,13 +53,28 @@ def test_real_pcb_stack_end_to_end_with_exif_depthmap_and_record(pcb_stack, tmp_
     assert b"NOVATEK" in exif_of(out)  # camera make survives (photogrammetry needs make/model/focal length)
 
 
-def test_real_ring_stack_every_blend_runs(ring_stack, tmp_path):
-    for blend in ("weighted", "direct_map", "laplacian_pyramid", "luma_weighted_chroma_pick"):
-        settings = StackingSettings(blend=blend, output_format="png")
-        record = stack_to_file(ring_stack, tmp_path / f"{blend}.png", settings)
-        image = cv2.imread(record["outputs"]["image"])
-        assert image.shape == (1141, 1521, 3)
-        assert sharpness(image) > max(sharpness(cv2.imread(str(p))) for p in ring_stack) * 0.95
+def test_real_ring_stack_every_blend_runs(ring_stack):
+    sharpest_frame = max(sharpness(cv2.imread(str(p))) for p in ring_stack)
+    results = stack_each_blend(ring_stack, StackingSettings(), BLENDS)
+    for blend, result in zip(BLENDS, results, strict=True):
+        assert result.record["settings"]["blend"] == blend
+        assert result.image.shape == (1141, 1521, 3) and result.image.dtype == np.uint8
+        assert sharpness(result.image) > sharpest_frame * 0.95, blend
+
+
+def test_each_blend_of_one_measurement_is_what_stack_gives_with_that_blend(pcb_stack, tmp_path):
+    frames = [tmp_path / path.name for path in pcb_stack[:3]]
+    for source, frame in zip(pcb_stack, frames):
+        cv2.imwrite(str(frame), cv2.resize(cv2.imread(str(source)), (512, 384), interpolation=cv2.INTER_AREA))
+    settings = StackingSettings(depthmap=True)
+    shared = stack_each_blend(frames, settings, BLENDS, object_mask=True)
+    for blend, result in zip(BLENDS, shared, strict=True):
+        alone = stack(frames, settings.model_copy(update={"blend": blend}), object_mask=True)
+        for field in ("image", "depthmap", "mask"):
+            assert np.array_equal(getattr(result, field), getattr(alone, field)), (blend, field)
+        assert (result.exif, result.icc) == (alone.exif, alone.icc)
+        assert {**result.record, "timings": None} == {**alone.record, "timings": None}
+        assert set(result.record["timings"]) == set(alone.record["timings"])
 
 
 def test_exif_is_kept_in_png_with_orientation_reset_and_tiff_gets_the_camera_fields(pcb_stack, tmp_path):

@@ -18,7 +18,7 @@ import contextlib
 import ctypes
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -164,6 +164,28 @@ def stack(
     StackError
         No frames, or raw and other frames mixed.
     """
+    return next(stack_each_blend(sources, settings, (settings.blend,), progress=progress, calibration=calibration,
+                                 deep=deep, object_mask=object_mask))
+
+
+def stack_each_blend(
+    sources: Sequence[FrameSource | Path | str],
+    settings: StackingSettings,
+    blends: Sequence[str],
+    *,
+    progress: Progress | None = None,
+    calibration: Calibration | None = None,
+    deep: bool = False,
+    object_mask: bool = False,
+) -> Iterator[StackResult]:
+    """Fuse a focus stack once with each blend of ``blends``, measuring it once.
+
+    The measuring pass (placement, matching, focus, the depth map) does not depend on the blend, so comparing
+    blends on one stack costs one measurement and a merge per blend. Each result is, byte for byte, what
+    :func:`stack` gives with ``settings`` and that blend (``settings.blend`` itself is not used); its timings
+    count the shared measurement. Parameters and errors as :func:`stack`; the errors of measuring are raised at
+    the first result.
+    """
     sources = [FrameSource.of(item) for item in sources]
     if not sources:
         raise StackError("no frames to stack")
@@ -171,8 +193,7 @@ def stack(
     return_freed_memory_promptly()
     started = time.perf_counter()
     timer = Timer()
-    count = len(sources)
-    ref = reference_index(count, settings.reference)
+    ref = reference_index(len(sources), settings.reference)
     colour = None
     if raw:
         begin = time.perf_counter()
@@ -180,7 +201,22 @@ def stack(
         sources = [replace(source, colour=colour) for source in sources]
         timer.add("develop_settings", begin)
     measured = measure(sources, settings, ref, timer, progress, calibration, object_mask=object_mask)
-    begin = time.perf_counter()
+    measuring = time.perf_counter() - started
+    for blend in blends:
+        each = settings if blend == settings.blend else settings.model_copy(update={"blend": blend})
+        yield _fuse(sources, measured, each, Timer(dict(timer.seconds)), measuring, colour, deep=deep,
+                    progress=progress)
+
+
+def _fuse(sources: Sequence[FrameSource], measured: Measured, settings: StackingSettings, timer: Timer,
+          measuring: float, colour: RawColour | None, *, deep: bool, progress: Progress | None) -> StackResult:
+    """The rest of :func:`stack` once ``measured``: decide the weights of ``settings.blend``, merge, finish, and
+    account for it all (``measuring``: seconds the measurement took, counted in the total)."""
+    started = time.perf_counter()
+    raw = colour is not None
+    count = len(sources)
+    ref = reference_index(count, settings.reference)
+    begin = started
     depth = refine(measured.depth, measured.guide, edge_aware=settings.blend != "weighted").depth
     plan = WeightPlan(measured, depth, settings.blend)
     timer.add("decide", begin)
@@ -193,7 +229,7 @@ def stack(
     if measured.mask_evidence is not None:
         mask, mask_account = mask_from_evidence(measured.mask_evidence, image, linear=raw)
         timer.add("mask", begin)
-    timer.seconds["total"] = time.perf_counter() - started
+    timer.seconds["total"] = measuring + time.perf_counter() - started
     shares = plan.shares(measured.depth.confidence)
     frames = [{**record, "share": round(share, 4)} for record, share in zip(measured.frames, shares)]
     warnings = [f"{f['name']}: {w}" for f in frames for w in f["warnings"]]
