@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 from watcher import __version__
 from watcher.config import BlendMethod, ConfigError, FocusMeasure, Settings, load_settings
-from watcher.stacking.output import SUFFIXES
+from watcher.stacking.formats import SUFFIXES
 
 
 def main(argv: list[str] | None = None) -> int:

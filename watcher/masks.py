@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import string
 
-from watcher.stacking.output import FORMATS
+from watcher.stacking.formats import FORMATS
 
 FOLDER = "masks"
 PLACEHOLDERS = ("scan", "folder", "name", "stem")

@@ -15,8 +15,8 @@ from watcher.service.executor import Job, JobSpec
 from watcher.service.placement import StackPaths
 from watcher.service.tracker import ReadyStack
 from watcher.stacking.calibration import Calibration
+from watcher.stacking.formats import SUFFIXES
 from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
-from watcher.stacking.output import SUFFIXES
 from watcher.stacking.pipeline import estimate_peak_bytes
 from watcher.stacking.probe import is_raw_name
 

@@ -22,7 +22,7 @@ from watcher.layout import OPENSCAN_FOLDER, scan_parts, stack_files
 from watcher.masks import FOLDER as MASKS_FOLDER
 from watcher.masks import mask_paths
 from watcher.service.naming import StackId, is_safe_component
-from watcher.stacking.output import FORMATS
+from watcher.stacking.formats import FORMATS
 
 
 class UnsafePathError(ValueError):

@@ -17,10 +17,9 @@ import cv2
 import numpy as np
 
 from watcher.stacking import tiff
+from watcher.stacking.formats import FORMATS
 from watcher.stacking.metadata import fields_of_exif, result_tags
 
-FORMATS = {"jpg": ".jpg", "png": ".png", "tif": ".tif"}  # output format -> the suffix its files get
-SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tif", ".tiff": "tif"}  # suffix -> format
 _ORIENTATION_TAG = 0x0112
 THUMBNAIL_SIDE = 320  # px, longest side: a report's grid tile, sharp on a phone's high-density screen
 

@@ -34,11 +34,12 @@ from watcher.stacking.calibration import Calibration
 from watcher.stacking.camera import fill_camera_exif
 from watcher.stacking.depth import refine
 from watcher.stacking.develop import RawColour
+from watcher.stacking.formats import SUFFIXES
 from watcher.stacking.frames import Frame, FrameError, FrameSource, max_file_bytes, prefetching, read_frame
 from watcher.stacking.mask import mask_from_evidence
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
 from watcher.stacking.metadata import srgb_profile
-from watcher.stacking.output import SUFFIXES, encode_image, encoded, thumbnail, to_8_bit, upright_exif
+from watcher.stacking.output import encode_image, encoded, thumbnail, to_8_bit, upright_exif
 from watcher.stacking.probe import is_raw_name
 from watcher.stacking.raw import RawError, raw_colour
 from watcher.stacking.weights import WeightPlan
