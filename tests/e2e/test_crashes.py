@@ -21,10 +21,10 @@ from tests.e2e.conftest import (
 from watcher.atomic import temp_name_for
 
 
-def write_big(rig, frames, size: str = "big") -> str:
-    """One stack of 7 frames, ``big`` (1280x960, ~3 s of stacking here) or ``medium`` (800x600, ~1.5 s): long
-    enough to be caught running."""
-    return write_openscan3_stacks(rig.hot, "big", 1, {1: getattr(frames, size)})[0]
+def write_big(rig, frames) -> str:
+    """One stack of 7 frames of 800x600 (~1.5 s of stacking here): long enough to be caught running (and held
+    running with :func:`~tests.e2e.conftest.paused` where the test needs it to stay so)."""
+    return write_openscan3_stacks(rig.hot, "big", 1, {1: frames.medium})[0]
 
 
 def write_small(rig, frames, positions) -> list[str]:
@@ -39,9 +39,10 @@ def test_kill_9_mid_run_then_restart_leaves_whole_results_and_finishes_the_rest(
     daemon = rig.start()
     big = write_big(rig, frames)
     daemon.wait_event("stack.started", stack=big)
-    small = write_small(rig, frames, range(1, 9))
-    daemon.wait_event("stack.done", count=3)
-    daemon.kill9()
+    with paused(the_worker(daemon)):  # still running at the kill, however fast the machine
+        small = write_small(rig, frames, range(1, 9))
+        daemon.wait_event("stack.done", count=3)
+        daemon.kill9()
     started_before = {e["stack"] for e in daemon.events("stack.started")}
     done_before = {e["stack"] for e in daemon.events("stack.done")}
     assert big in started_before - done_before, "the big stack should have been running at the kill"
@@ -77,7 +78,7 @@ def test_kill_9_of_the_daemon_takes_its_running_workers_with_it(rig, frames):
     and writes its result image into the results folder after the daemon is gone (possibly over the result of
     the restarted daemon, from older inputs)."""
     daemon = rig.start()
-    big = write_big(rig, frames, "medium")
+    big = write_big(rig, frames)
     daemon.wait_event("stack.started", stack=big)
     worker = the_worker(daemon)
     daemon.kill9()
@@ -93,7 +94,7 @@ def test_a_killed_worker_is_retried_and_its_stack_then_succeeds(rig, frames):
     """SIGKILL to the worker of a running stack (as the OOM killer would): ``stack.retry``, then a second
     attempt that succeeds (record ``attempts: 2``); stacks arriving meanwhile are stacked normally."""
     daemon = rig.start()
-    big = write_big(rig, frames, "medium")
+    big = write_big(rig, frames)
     daemon.wait_event("stack.started", stack=big, attempt=1)
     os.kill(the_worker(daemon), signal.SIGKILL)
     assert big not in rig.records()
@@ -115,7 +116,7 @@ def test_a_worker_killed_on_every_attempt_fails_its_stack_with_a_record_saying_s
     """With ``workers.retries = 1``, a stack whose worker is killed twice gets a ``failed`` record naming the
     kill and the attempts; the daemon carries on."""
     daemon = rig.start(rig.config(workers={"retries": 1}))
-    big = write_big(rig, frames, "medium")
+    big = write_big(rig, frames)
     daemon.wait_event("stack.started", stack=big, attempt=1)
     os.kill(the_worker(daemon), signal.SIGKILL)
     daemon.wait_event("stack.started", stack=big, attempt=2)
@@ -188,7 +189,7 @@ def test_sigterm_with_a_stack_past_the_grace_period_exits_0_and_leaves_it_for_th
     grace = 0.2
     config = rig.config(workers={"stop_grace_seconds": grace})
     daemon = rig.start(config)
-    big = write_big(rig, frames, "medium")
+    big = write_big(rig, frames)
     daemon.wait_event("stack.started", stack=big)
     worker = the_worker(daemon)
     with paused(worker):  # it cannot finish within the grace period, however fast the machine
@@ -213,7 +214,7 @@ def test_sigterm_lets_a_running_stack_finish_within_the_grace_period(rig, frames
     (and the finished one is not stacked again)."""
     grace = 20.0
     config = rig.config(workers={"count": 1, "stop_grace_seconds": grace})
-    big = write_big(rig, frames, "medium")
+    big = write_big(rig, frames)
     small = write_small(rig, frames, [1, 2])
     time.sleep(0.6)  # settled before the start: all three are ready in the first pass, queued in id order
     daemon = rig.start(config)
