@@ -71,7 +71,7 @@ def test_the_scheduler_stopped_and_restarted_under_a_running_daemon(rig, own_clu
     ready meanwhile wait), the daemon says so and reconnects by itself; afterwards every stack is done, once."""
     cluster = own_cluster
     daemon = rig.start(dask_config(rig, cluster))
-    [running] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big})
+    [running] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.medium})
     worker = daemon.wait_event("stack.running", stack=running)[0]["pid"]
     with paused(worker):  # the stack is still running when the scheduler goes, however fast the machine is
         cluster.stop_scheduler()
@@ -138,7 +138,7 @@ def test_a_stack_past_its_timeout_fails_and_its_stuck_worker_is_restarted(rig, c
     """A thread cannot be killed: the worker running a stack past ``workers.stack_timeout_seconds`` is restarted
     by its nanny, so that it is free again; the stack fails with a record, the next one is stacked."""
     daemon = rig.start(dask_config(rig, cluster, {"stack_timeout_seconds": 5.0}))
-    [slow] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big})
+    [slow] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.medium})
     running = daemon.wait_event("stack.running", stack=slow)[0]
     with paused(running["pid"]):  # stuck for as long as it takes, however fast the machine is
         failed = daemon.wait_event("stack.failed", stack=slow, timeout=30)[0]

@@ -114,7 +114,7 @@ def test_a_result_for_inputs_that_changed_while_the_cluster_stacked_them_is_not_
 
 def test_status_shows_the_clusters_workers_and_what_they_run(rig, cluster, frames):
     daemon = rig.start(dask_config(rig, cluster))
-    [stack] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.big})
+    [stack] = write_openscan3_stacks(rig.hot, "big", 1, {1: frames.medium})
     running = daemon.wait_event("stack.running", stack=stack)[0]
     with paused(running["pid"]):  # the stack stays running across both status calls, however slow they are
         shown = rig.cli("status", "--json", config=dask_config(rig, cluster))
