@@ -90,7 +90,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     pytest-xdist, which starts one shared cluster for them (tests/e2e/cluster/conftest.py). The fault night and the
     cluster tests, long in wall time but mostly waiting, are handed out first, so that the rest fills in beside
     them instead of the run ending on one of them alone. The tests of a module that share a module-scoped fixture
-    (a set of stacks fused once, then checked many ways) run in one process too, so that it is made once."""
+    (a set of stacks fused once, then checked many ways) run in one process too, so that it is made once; so do
+    the report's tests, around their one session-scoped stack."""
     items.sort(key=lambda item: 0 if item.path.name == "test_soak.py" or "cluster" in item.path.parts else 1)
     for item in items:
         parts = Path(item.path).relative_to(REPO / "tests").parts
@@ -99,6 +100,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         if parts[:2] == ("e2e", "cluster"):
             item.add_marker(pytest.mark.cluster)
             item.add_marker(pytest.mark.xdist_group("cluster"))
+        elif "fused" in item.fixturenames:  # the report's tests share a stack fused at full size (tests/report/)
+            item.add_marker(pytest.mark.xdist_group("the fused PCB stack"))
         elif any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(f"module {'/'.join(parts)}"))
         if item.path.name == "test_browser.py":
