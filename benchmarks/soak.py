@@ -57,6 +57,7 @@ import cv2
 from benchmarks.local_dask import Cluster
 from benchmarks.soak_report import CORRUPTIONS, Planned, output_of, read_record, reconcile, records, report
 from benchmarks.synthetic import make_focal_stack
+from benchmarks.unprivileged import unprivileged
 from watcher.names import display
 
 FRAMES = 3
@@ -72,8 +73,6 @@ INOTIFY_KNOB_LOCK = Path("/tmp/focus-watcher-soak-inotify.lock")
 # latin-1 byte that is not UTF-8, spaces, URL and HTML specials), so every stack's log lines, records, results,
 # archive and report pages carry one.
 PROJECT = os.fsdecode(b"proj caf\xe9 #1 ?%&<'")
-UNPRIVILEGED = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
-                "--bounding-set=-dac_override,-dac_read_search"]
 
 
 @dataclass
@@ -90,7 +89,7 @@ class Night:
     def __post_init__(self) -> None:
         self.hot, self.results, self.outside = self.root / "hot", self.root / "results", self.root / "outside"
         self.archive = self.root / "archive"
-        self.cluster = Cluster(self.root / "cluster", prefix=UNPRIVILEGED if self.as_root else []) \
+        self.cluster = Cluster(self.root / "cluster", prefix=unprivileged([])) \
             if self.executor == "dask" else None
         self.plan: dict[str, Planned] = {}
         self.counts = Counter()
@@ -135,7 +134,7 @@ class Night:
 
     def command(self, what: str = "run") -> list[str]:
         argv = [sys.executable, "-m", "watcher.cli", what, "--config", str(self.config())]
-        return UNPRIVILEGED + argv if self.as_root else argv
+        return unprivileged(argv)
 
     def start(self) -> None:
         """Start the daemon as systemd would (NOTIFY_SOCKET, a 4 s watchdog) and wait for READY=1."""

@@ -22,15 +22,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     cv2.setNumThreads(1)
 
 
-def unprivileged(command: list[str]) -> list[str]:
-    """``command`` run so that file permissions apply to it: as root, without the capabilities that bypass
-    them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), as the service user would run; otherwise unchanged."""
-    if os.geteuid() != 0:
-        return command
-    return ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
-            "--bounding-set=-dac_override,-dac_read_search", *command]
-
-
 _ORIENTATION_ENTRY = b"\x12\x01\x03\x00\x01\x00\x00\x00"  # little-endian EXIF: tag 0x0112, SHORT, count 1
 
 

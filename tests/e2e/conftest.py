@@ -35,7 +35,7 @@ import pytest
 
 from benchmarks.picamera_dng import SyntheticCamera, write_dng
 from benchmarks.soak import INOTIFY_KNOB_LOCK
-from tests.conftest import unprivileged as as_unprivileged
+from benchmarks.unprivileged import unprivileged as as_unprivileged
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_NAME = "focus-watcher.log"

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, unprivileged, with_orientation
+from benchmarks.unprivileged import unprivileged
+from tests.conftest import REPO, with_orientation
 from watcher.stacking.frames import (
     FrameError,
     FrameSource,
