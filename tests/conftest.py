@@ -68,11 +68,12 @@ def ring_stack() -> list[Path]:
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto``: two test processes per core, at most 8. About a third of the suite's time is spent waiting
-    on real daemons (settle and quiet periods, process starts, a Dask worker coming back), which a second process
-    per core fills (2 cores: 5:17 with 2 processes, 4:02 with 4). Beyond 8, the longest chains (the Dask tests, the
-    fault night: a minute or two each) bound the run anyway, and each process only adds an interpreter."""
-    return min(8, 2 * len(os.sched_getaffinity(0)))
+    """``-n auto``: three test processes per core, at most 8. Much of the suite's time is spent waiting on real
+    daemons (settle and quiet periods, process starts, a Dask worker coming back), which more processes than
+    cores fill (2 cores: 5:17 with 2 processes, 4:02 with 4 at 1e62b3a; 3:43 with 4, 3:19 with 6 at 506c526).
+    Beyond 8, the longest chains (the Dask tests, the fault night: a minute or two each) bound the run anyway, and
+    each process only adds an interpreter."""
+    return min(8, 3 * len(os.sched_getaffinity(0)))
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
