@@ -41,9 +41,10 @@ def _started(root: Path) -> Cluster:
 def _shared_cluster(tmp_path_factory):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # The tests here are one xdist group: one process runs them all, one after the other, and starts this cluster
-        # once. A second start (in another process, or again after other tests) means the grouping broke, as
-        # pytest 9.2 broke pytest-xdist 3.8's (pytest-dev/pytest-xdist#1386): each start costs seconds of CPU, and
-        # an idle cluster keeps costing.
+        # once. A second start (in another process, or again after other tests) means the grouping broke, as it
+        # did unnoticed when our collection hook marked the groups after pytest-xdist had read them, and as pytest
+        # 9.2 breaks pytest-xdist 3.8's (pytest-dev/pytest-xdist#1386): each start costs seconds of CPU, and an
+        # idle cluster keeps costing.
         first = tmp_path_factory.getbasetemp().parent / "shared-cluster-started"
         try:
             os.close(os.open(first, os.O_CREAT | os.O_EXCL))
