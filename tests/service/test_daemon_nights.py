@@ -130,3 +130,39 @@ def test_a_scan_stacked_and_cleared_away_is_forgotten_and_found_done_if_it_comes
     finally:
         daemon.shutdown()
         daemon.lock.release()
+
+
+def test_a_project_deleted_photo_by_photo_takes_its_records_with_it(tmp_path, jpegs):
+    """With the openscan layout the records are kept apart from the project (.focus-watcher/stacks/) and go when
+    its folder goes. A project is deleted file by file: when its photos and results go first, the daemon forgets
+    its stacks before their folder goes, and the folder's removal alone must still take the records with it."""
+    hot = tmp_path / "projects"
+    settings = Settings(hot_folder=hot, results_folder=hot, results={"layout": "openscan"}, workers={"count": 1},
+                        completeness={"settle_seconds": 0.1}, observer={"rescan_seconds": 3600})
+    daemon = Daemon(settings)  # watching: the folder's removal is an event, as in the service
+    try:
+        daemon.start()
+        run_until(daemon, lambda: not daemon.intake.walking, "the first walk")
+        nothing = kept(daemon)
+        scan = hot / "owl" / "scan01"
+        write_openscan3(scan, jpegs)
+        run_until(daemon, stacked(daemon, POSITIONS), "the scan stacked")
+        records = hot / ".focus-watcher" / "stacks" / "owl" / "scan01"
+        assert len(list(records.glob("stacked_*.json"))) == POSITIONS
+
+        for path in sorted(scan.rglob("*"), reverse=True):  # files first, as `rm -r` does; the folders stay
+            if path.is_file():
+                path.unlink()
+        walk_and_check(daemon)
+        forgotten(daemon, nothing, "the scan's photos")
+        assert len(list(records.glob("stacked_*.json"))) == POSITIONS, "the folder is still there"
+
+        shutil.rmtree(hot / "owl")
+        deadline = time.monotonic() + 30.0
+        while records.exists():
+            assert time.monotonic() < deadline, f"the project is gone, its records are not: {sorted(records.iterdir())}"
+            daemon.step(wait=0.05)
+        assert not any((hot / ".focus-watcher" / "stacks").iterdir()), "the project's folder of records stays"
+    finally:
+        daemon.shutdown()
+        daemon.lock.release()

@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import structlog
 
@@ -144,6 +145,7 @@ class Daemon:
     def step(self, wait: float = _TICK) -> None:
         """One pass of the loop: take events and finished stacks, decide, start work. Waits at most ``wait`` s."""
         self.intake.drain_events(wait if not self.pool.running else 0.0)
+        self._forget_removed(self.intake.take_removed())
         for finished in self.pool.collect(timeout=0.0 if self.intake.events.qsize() else wait / 2):
             self._finish(finished)
         if not self.intake.walking and time.monotonic() >= self.intake.next_walk:
@@ -247,6 +249,21 @@ class Daemon:
         if forgotten:
             log.info("record.forgotten", stack=str(stack), reason="its scan folder is gone")
         return forgotten
+
+    def _forget_removed(self, folders: list[Path]) -> None:
+        """The records kept apart (openscan layout) of the stacks below removed folders go with them."""
+        forgotten = []
+        for folder in folders:
+            try:
+                forgotten += self.store.forget_folder(folder)
+            except OSError as exc:  # read-only for now: the next start tidies it
+                log.warning("record.not_forgotten", folder=str(folder), error=str(exc))
+        for stack, _record in forgotten:
+            log.info("record.forgotten", stack=stack, reason="its scan folder is gone")
+        if forgotten:
+            pending = self._unfinished()
+            for _stack, record in forgotten:
+                self.reporter.written(record, pending)
 
     # --- deciding and doing work ---------------------------------------------------------------------------
 

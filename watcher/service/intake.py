@@ -48,6 +48,7 @@ class Intake:
         self._archive_states: dict[str, FileState] = {}
         self._refused: set[str] = set()  # zip scans refused (logged once)
         self._walk: _Walk | None = None
+        self._removed: list[Path] = []  # folders removed since take_removed() last looked
         self.next_walk = 0.0  # time.monotonic() of the next periodic walk
 
     @property
@@ -115,6 +116,7 @@ class Intake:
                 walk_all = "the kernel dropped file events (inotify queue overflow)"
             elif event.is_directory and event.kind == "deleted":
                 walk_all = walk_all or "a folder was removed"
+                self._removed.append(event.path)
             elif event.is_directory:
                 if event.kind == "created" and event.path.is_dir() and not event.path.is_symlink():
                     for found in self.hot_folder.walk(below=event.path):
@@ -134,6 +136,11 @@ class Intake:
                 log.warning("observer.overflow", reason=walk_all)
             log.info("observer.rescan", reason=walk_all)
             self.start_walk()
+
+    def take_removed(self) -> list[Path]:
+        """The folders removed (or moved away) since the last call, as events reported them."""
+        removed, self._removed = self._removed, []
+        return removed
 
     # --- looks ---------------------------------------------------------------------------------------------
 

@@ -183,22 +183,67 @@ class RecordStore:
     def forget(self, stack: StackId) -> bool:
         """With the openscan layout, once ``stack``'s scan folder is gone (the project deleted in OpenScan3),
         remove what is kept apart from it: its depth map, the report's thumbnails, and its record (last: the
-        record is what says the stack was done). True if they were removed."""
+        record is what says the stack was done). True if its record was there and was removed."""
         if self.placement.layout != "openscan" or _exists(self.placement.scan_folder(stack)):
             return False
         paths = self.placement.paths(stack)
         record = paths.record.relative_to(self.root).as_posix()
-        for path in (paths.depthmap, self.root / thumbnail(record), self.root / depth_thumbnail(record),
-                     paths.record):
+        for path in (paths.depthmap, self.root / thumbnail(record), self.root / depth_thumbnail(record)):
             path.unlink(missing_ok=True)
-        folder = paths.record.parent
+        try:
+            paths.record.unlink()
+        except FileNotFoundError:
+            return False  # forgotten already, with its folder (:meth:`forget_folder`)
+        self._remove_empty_folders(paths.record.parent)
+        return True
+
+    def forget_folder(self, folder: Path) -> list[tuple[str, Path]]:
+        """With the openscan layout, once ``folder`` (a project's or a scan's) is gone from the results folder,
+        remove what is kept apart of every stack below it, as :meth:`forget` does for one; returns the stack and
+        the path of each record removed.
+
+        This does not depend on what the daemon still remembers of those stacks: a project is deleted file by
+        file, and the stacks of a scan whose photos went first are no longer watched when its folder goes.
+        """
+        if self.placement.layout != "openscan" or not folder.is_relative_to(self.root):
+            return []
+        below = folder.relative_to(self.root)
+        if not below.parts or below.parts[0] == STATE_FOLDER or _exists(folder):
+            return []
+        kept = self.root / STACKS_FOLDER / below
+        forgotten = self._remove_records_folder(kept)
+        self._remove_empty_folders(kept.parent)
+        return forgotten
+
+    def _remove_records_folder(self, folder: Path) -> list[tuple[str, Path]]:
+        """Remove ``folder`` of records and depth maps (ours alone) with the report's thumbnails of its records
+        (the report then drops their pages); returns the stack and path of each record in it."""
+        removed = []
+        for here, _dirs, files in os.walk(folder):
+            for file in files:
+                if not file.endswith(RECORD_SUFFIX):
+                    continue
+                path = Path(here, file)
+                record = path.relative_to(self.root).as_posix()
+                for small in (thumbnail(record), depth_thumbnail(record)):
+                    (self.root / small).unlink(missing_ok=True)
+                try:
+                    read = self._read(path)
+                except UnreadableRecord:
+                    read = None
+                removed.append((read.stack if read else record, path))
+        shutil.rmtree(folder, ignore_errors=True)
+        return removed
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """Remove ``folder`` of records and its parents up to the top of the records, as long as they are empty
+        (the scan's and project's folders of records)."""
         while folder != self.root / STACKS_FOLDER and folder.is_relative_to(self.root / STACKS_FOLDER):
             try:
-                folder.rmdir()  # the scan's and project's folders of records, once empty
+                folder.rmdir()
             except OSError:
                 break
             folder = folder.parent
-        return True
 
     def tidy(self) -> Tidied:
         """At start-up, one walk of the results folder: delete the temp files a crash left mid-write; with the
@@ -262,13 +307,7 @@ class RecordStore:
             if _exists(self.root / scan / name):
                 kept.append(name)
                 continue
-            for folder, _dirs, files in os.walk(here / name):
-                for file in files:
-                    if file.endswith(RECORD_SUFFIX):
-                        record = Path(folder, file).relative_to(self.root).as_posix()
-                        for small in (thumbnail(record), depth_thumbnail(record)):
-                            (self.root / small).unlink(missing_ok=True)
-            shutil.rmtree(here / name, ignore_errors=True)  # ours alone: records and depth maps
+            self._remove_records_folder(here / name)
             done.record_folders_forgotten += 1
         return kept
 
