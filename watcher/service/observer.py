@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import stat
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +239,12 @@ def start_watching(root: Path, mode: str, poll_interval: float, events: queue.Qu
         # lstat: a symlinked folder is seen as a link, not walked into (it may point anywhere, even "/").
         observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=poll_interval)
     else:
+        # A folder created inside a watched one gets its watch twice (from its own creation event and from the
+        # walk of its parent's); watchdog then warns that its callback "will be Overwritten", by the very same
+        # callback, which is harmless (said in review of gorakhargosh/watchdog#1278). Nothing to act on, and it
+        # would be the one line of the daemon's stderr, the journal, that is not JSON.
+        warnings.filterwarnings("ignore", message="Callback with id .* already exists for watch",
+                                category=RuntimeWarning)
         observer = Observer()
     observer.schedule(_Forward(events), str(root), recursive=True)
     observer.daemon = True
