@@ -33,8 +33,8 @@ from watcher.config import LoggingSettings, Settings, StackingSettings
 from watcher.log import configure_logging
 from watcher.service.executor import Executor, Job, JobSpec, OutcomeKind
 from watcher.service.pool import WorkerPool
-from watcher.stacking.frames import FrameSource
-from watcher.stacking.pipeline import estimate_peak_bytes
+from watcher.stacking.peak_memory import estimate_peak_bytes
+from watcher.stacking.sources import FrameSource
 
 SIZES = {"1 MP": (1152, 864), "16 MP": (4656, 3496)}
 

@@ -13,7 +13,7 @@ import pytest
 
 from watcher.config import load_settings
 from watcher.doctor import FAIL, OK, SKIP, WARN, Finding, Host, print_report, run_checks
-from watcher.stacking.pipeline import estimate_peak_bytes
+from watcher.stacking.peak_memory import estimate_peak_bytes
 
 IMX519 = (4656, 3496)  # the 16 MP camera of OpenScan rigs
 GIB = 1 << 30

@@ -222,8 +222,8 @@ def _stacking_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from watcher.stacking.frames import FrameError, FrameUnavailable
     from watcher.stacking.pipeline import StackError, stack_to_file
+    from watcher.stacking.sources import FrameError, FrameUnavailable
 
     settings = load_settings(args.config, {"stacking": _stacking_overrides(args)}).stacking
     progress = _terminal_progress if sys.stderr.isatty() else None

@@ -23,9 +23,9 @@ from typing import TextIO, get_args
 from watcher.config import BlendMethod, Settings, StackingSettings
 from watcher.service.archive import ArchiveRefused
 from watcher.service.observer import Found, HotFolder, excluded_results
-from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
-from watcher.stacking.pipeline import estimate_peak_bytes
+from watcher.stacking.peak_memory import estimate_peak_bytes
 from watcher.stacking.probe import ImageInfo
+from watcher.stacking.sources import FrameError, FrameSource, FrameUnavailable, read_header
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 MIB, GIB = 1 << 20, 1 << 30

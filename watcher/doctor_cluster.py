@@ -14,7 +14,7 @@ from watcher.config import Settings
 from watcher.doctor import FAIL, MIB, OK, SKIP, WARN, Finding, FrameSample, format_size
 from watcher.service.dask_cluster import ClusterWorker, cluster_worker
 from watcher.service.dask_task import worker_facts
-from watcher.stacking.pipeline import estimate_peak_bytes
+from watcher.stacking.peak_memory import estimate_peak_bytes
 
 _TIMEOUT = 5.0  # s: for the scheduler to answer, and then for the workers
 _OPENSCAN_FRAME = (4656, 3496, 8)  # 16 MP, OpenScan's IMX519 camera: the frames to expect before a scan is there

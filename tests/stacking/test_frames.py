@@ -15,16 +15,9 @@ import pytest
 
 from benchmarks.unprivileged import unprivileged
 from tests.conftest import REPO, with_orientation
-from watcher.stacking.frames import (
-    FrameError,
-    FrameSource,
-    FrameUnavailable,
-    decode_frame,
-    max_file_bytes,
-    read_frame,
-    read_header,
-)
+from watcher.stacking.frames import decode_frame, read_frame
 from watcher.stacking.probe import ProbeError, jpeg_is_complete, probe_image
+from watcher.stacking.sources import FrameError, FrameSource, FrameUnavailable, max_file_bytes, read_header
 
 RNG = np.random.default_rng(7)
 IMAGE = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -165,7 +158,8 @@ def test_permission_denied_is_unavailable_not_bad(tmp_path):
     path = tmp_path / "a.jpg"
     path.write_bytes(encode(IMAGE, ".jpg"))
     path.chmod(0)
-    code = ("import sys; from pathlib import Path; from watcher.stacking.frames import *\n"
+    code = ("import sys; from pathlib import Path; from watcher.stacking.frames import read_frame\n"
+            "from watcher.stacking.sources import FrameError, FrameSource, FrameUnavailable\n"
             "try:\n    read_frame(FrameSource.of(Path(sys.argv[1])), max_pixels=10**6)\n"
             "except FrameUnavailable as exc:\n    print('unavailable', exc)\n"
             "except FrameError as exc:\n    print('bad', exc)\n")

@@ -15,8 +15,8 @@ from PIL import Image
 
 from watcher.config import StackingSettings
 from watcher.stacking.blend import BLENDS
-from watcher.stacking.frames import FrameError
 from watcher.stacking.pipeline import StackError, stack, stack_each_blend, stack_to_file
+from watcher.stacking.sources import FrameError
 
 
 def sharpness(image: np.ndarray) -> float:

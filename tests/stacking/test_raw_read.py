@@ -14,8 +14,9 @@ import rawpy
 
 from benchmarks.picamera_dng import SyntheticCamera, patch_scene, write_dng
 from tests.stacking.test_rawfile import FILES
-from watcher.stacking.frames import FrameError, decode_frame
+from watcher.stacking.frames import decode_frame
 from watcher.stacking.raw import RawPixels, decode_raw, raw_colour, unpack_rows
+from watcher.stacking.sources import FrameError
 
 LIMIT = 10**8
 

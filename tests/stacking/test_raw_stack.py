@@ -16,9 +16,9 @@ from PIL import Image, ImageCms
 from benchmarks.picamera_dng import SyntheticCamera, mosaic, patch_scene, write_dng
 from benchmarks.raw_quality import render, run_case
 from watcher.config import StackingSettings
-from watcher.stacking.frames import FrameError
 from watcher.stacking.metadata import srgb_profile
 from watcher.stacking.pipeline import StackError, stack, stack_to_file
+from watcher.stacking.sources import FrameError
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from PIL import Image
 from benchmarks.picamera_dng import SyntheticCamera, patch_scene, write_dng
 from tests.conftest import camera_orientation, with_camera_orientation
 from watcher.config import StackingSettings
-from watcher.stacking.frames import FrameSource
 from watcher.stacking.metadata import srgb_profile
 from watcher.stacking.pipeline import stack_to_file
 from watcher.stacking.sharpest import fallback_image, sharpest_frame
+from watcher.stacking.sources import FrameSource
 
 MAX_PIXELS = int(StackingSettings().max_megapixels * 1e6)
 

@@ -47,7 +47,7 @@ from watcher.service.dask_cluster import KEY_PREFIX, Cluster, ClusterConnection
 from watcher.service.dask_task import ShippedFrame, TaskResult, stack_task
 from watcher.service.executor import Finished, Job, JobSpec, Outcome, OutcomeKind, WorkerId
 from watcher.service.inputs import InputState, input_state
-from watcher.stacking.frames import FrameError, FrameSource, max_file_bytes
+from watcher.stacking.sources import FrameError, FrameSource, max_file_bytes
 
 log = structlog.get_logger("focus-watcher")
 

@@ -36,8 +36,8 @@ from watcher import __version__
 from watcher.names import display
 from watcher.service.executor import JobSpec, Outcome
 from watcher.service.worker import execute
-from watcher.stacking.frames import FrameError, FrameSource
 from watcher.stacking.raw import set_libraw_threads
+from watcher.stacking.sources import FrameError, FrameSource
 
 TOPIC = "focus-watcher"
 _OFFERED: dict[str, int] = {}  # worker address -> the memory resource take_stacks gave it (in this process)
@@ -49,7 +49,7 @@ class ShippedFrame(FrameSource):
     """A frame whose bytes the daemon read and sent with the task (``workers.dask_frames = "ship"``).
 
     ``error`` is the reason the daemon could not use the file (a symlink, too large): reading it raises the same
-    :class:`~watcher.stacking.frames.FrameError` the worker would have met, so the stack fails the same way.
+    :class:`~watcher.stacking.sources.FrameError` the worker would have met, so the stack fails the same way.
     """
 
     data: bytes = b""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from watcher.config import StackingSettings
     from watcher.stacking.calibration import Calibration
-    from watcher.stacking.frames import FrameSource
+    from watcher.stacking.sources import FrameSource
 
 
 class OutcomeKind(enum.StrEnum):

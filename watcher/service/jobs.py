@@ -1,6 +1,6 @@
 """From a ready stack to a job for the executor: where its frames are, where its result goes, what it may cost.
 
-The memory estimate comes from the first frame's header alone (:func:`~watcher.stacking.frames.read_header`:
+The memory estimate comes from the first frame's header alone (:func:`~watcher.stacking.sources.read_header`:
 a few hundred KiB read, nothing decoded or inflated), so the daemon's loop never holds a frame.
 """
 
@@ -9,16 +9,19 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from watcher.config import Settings
 from watcher.service.executor import Job, JobSpec
 from watcher.service.placement import StackPaths
 from watcher.service.tracker import ReadyStack
-from watcher.stacking.calibration import Calibration
 from watcher.stacking.formats import SUFFIXES
-from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, read_header
-from watcher.stacking.pipeline import estimate_peak_bytes
+from watcher.stacking.peak_memory import estimate_peak_bytes
 from watcher.stacking.probe import is_raw_name
+
+if TYPE_CHECKING:
+    from watcher.stacking.calibration import Calibration
+from watcher.stacking.sources import FrameError, FrameSource, FrameUnavailable, read_header
 
 # The estimate used when the first frame's header cannot be read: 20 MP; for raw files (CR3 and RAF keep their size
 # where only LibRaw finds it) a 24 MP 14-bit camera raw.
@@ -90,6 +93,8 @@ class ScanCalibrations:
         """Take the transforms of ``stack``'s engine record as its scan's calibration."""
         if not self.enabled:
             return
+        from watcher.stacking.calibration import Calibration  # numpy: loaded with the first stack that aligned
+
         calibration = Calibration.from_record(engine, stack)
         if calibration is None:
             return

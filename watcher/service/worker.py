@@ -33,10 +33,10 @@ import cv2
 
 from watcher.atomic import write_atomic
 from watcher.service.executor import JobSpec, Outcome, OutcomeKind, WorkerId
-from watcher.stacking.frames import FrameError, FrameUnavailable
 from watcher.stacking.pipeline import StackError, stack_to_file
 from watcher.stacking.raw import set_libraw_threads
 from watcher.stacking.sharpest import fallback_image, sharpest_frame
+from watcher.stacking.sources import FrameError, FrameUnavailable
 
 
 def run(spec: JobSpec, conn: Connection) -> None:

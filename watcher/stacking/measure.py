@@ -33,9 +33,10 @@ from watcher.stacking.align import (
 from watcher.stacking.calibration import CHECK_TOLERANCE_PX, Calibration
 from watcher.stacking.depth import DepthMap, DepthVotes, decide
 from watcher.stacking.focus import multiscale_score, relative_blur
-from watcher.stacking.frames import Frame, FrameError, FrameSource, preview_reduction, read_preview
+from watcher.stacking.frames import Frame, preview_reduction, read_preview
 from watcher.stacking.mask import FocusEvidence, focus_evidence
 from watcher.stacking.photometric import channel_gains, luma_gain, match_copy
+from watcher.stacking.sources import FrameError, FrameSource
 
 UNCOVERED = np.float32(-1e30)  # score of pixels a frame does not cover
 _BITS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}

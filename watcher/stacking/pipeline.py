@@ -35,13 +35,14 @@ from watcher.stacking.camera import fill_camera_exif
 from watcher.stacking.depth import refine
 from watcher.stacking.develop import RawColour
 from watcher.stacking.formats import SUFFIXES
-from watcher.stacking.frames import Frame, FrameError, FrameSource, max_file_bytes, prefetching, read_frame
+from watcher.stacking.frames import Frame, prefetching, read_frame
 from watcher.stacking.mask import mask_from_evidence
 from watcher.stacking.measure import Measured, Timer, check_matches, measure
 from watcher.stacking.metadata import srgb_profile
 from watcher.stacking.output import encode_image, encoded, thumbnail, to_8_bit, upright_exif
 from watcher.stacking.probe import is_raw_name
 from watcher.stacking.raw import RawError, raw_colour
+from watcher.stacking.sources import FrameError, FrameSource, max_file_bytes
 from watcher.stacking.weights import WeightPlan
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -95,36 +96,9 @@ def return_freed_memory_promptly() -> None:
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 4 << 20)
 
 
-# Peak resident memory, measured with benchmarks/speed.py (whole process, flat in the frame count): a fixed part
-# (interpreter, numpy, OpenCV, encoder buffers), bytes per pixel of the depth map's resolution (the decision's maps
-# and scratch), and bytes per pixel of a frame for each blend, 8-bit frames (measured at 1.5, 16 and 64 MP; 16-bit
-# frames add their wider samples and a float accumulator).
-_PROCESS_BASE_BYTES = 140 << 20
-_BYTES_PER_DECISION_PIXEL = 100
-_BYTES_PER_PIXEL = {
-    "weighted": 11,
-    "guided_weighted": 11,
-    "direct_map": 11,
-    "laplacian_pyramid": 59,
-    "luma_weighted_chroma_pick": 17,
-}
-_EXTRA_BYTES_PER_PIXEL_16_BIT = 12
-_EXTRA_BYTES_PER_PIXEL_RAW = 12
 # Frames up to this size are decoded one ahead while the previous one is merged; a 64 MP frame is 190 MB more,
 # which a 2-4 GB Pi needs more than the second or two it saves: bigger frames are decoded in turn.
 _PREFETCH_MAX_PIXELS = 24_000_000
-
-
-def estimate_peak_bytes(width: int, height: int, bits: int, settings: StackingSettings, *, raw: bool = False) -> int:
-    """Peak resident memory of :func:`stack` for frames of ``width`` x ``height`` px (``raw``: raw files of
-    ``bits`` per sample), with a 15 % margin."""
-    per_pixel = _BYTES_PER_PIXEL[settings.blend]
-    if raw:
-        per_pixel += _EXTRA_BYTES_PER_PIXEL_RAW
-    elif bits > 8:
-        per_pixel += _EXTRA_BYTES_PER_PIXEL_16_BIT
-    decision = min(width * height, settings.focus_max_megapixels * 1.25e6)
-    return _PROCESS_BASE_BYTES + int((width * height * per_pixel + decision * _BYTES_PER_DECISION_PIXEL) * 1.15)
 
 
 def reference_index(count: int, reference: str) -> int:

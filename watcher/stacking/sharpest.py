@@ -17,10 +17,11 @@ import numpy as np
 
 from watcher.config import StackingSettings
 from watcher.stacking.focus import focus_energy
-from watcher.stacking.frames import FrameError, FrameSource, FrameUnavailable, decode_frame, max_file_bytes
+from watcher.stacking.frames import decode_frame
 from watcher.stacking.metadata import srgb_profile
 from watcher.stacking.output import encode_image, exif_orientation, srgb_encoded, upright_exif
 from watcher.stacking.probe import is_raw_name, probe_image
+from watcher.stacking.sources import FrameError, FrameSource, FrameUnavailable, max_file_bytes
 
 _SCORE_PIXELS = 1_000_000  # frames are compared on a grey copy of at most this size
 
@@ -77,7 +78,7 @@ def fallback_image(best: Sharpest, fmt: str, jpeg_quality: int, *, max_pixels: i
     jpeg_quality : int
         For a re-encoded JPEG, 1-100.
     max_pixels : int
-        The frame is refused (:class:`~watcher.stacking.frames.FrameError`) when larger.
+        The frame is refused (:class:`~watcher.stacking.sources.FrameError`) when larger.
     """
     raw = is_raw_name(best.name)
     if fmt == "jpg" and not raw and best.orientation == 1 and probe_image(best.data, whole_file=False).format == "jpeg":
