@@ -214,13 +214,16 @@ def test_sigterm_lets_a_running_stack_finish_within_the_grace_period(rig, frames
     (and the finished one is not stacked again)."""
     grace = 20.0
     config = rig.config(workers={"count": 1, "stop_grace_seconds": grace})
-    big = write_big(rig, frames)
-    small = write_small(rig, frames, [1, 2])
-    time.sleep(0.6)  # settled before the start: all three are ready in the first pass, queued in id order
     daemon = rig.start(config)
+    big = write_big(rig, frames)
     daemon.wait_event("stack.started", stack=big)
-    assert big not in rig.records()
-    daemon.proc.send_signal(signal.SIGTERM)
+    with paused(the_worker(daemon)):  # still running when the others are queued and at the signal, however loaded
+        small = write_small(rig, frames, [1, 2])
+        for stack in small:
+            daemon.wait_event("stack.queued", stack=stack)
+        assert big not in rig.records()
+        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.wait_event("daemon.stopping")
     assert daemon.wait_exit(grace + 30) == 0
     stopping = daemon.events("daemon.stopping")[0]
     assert (stopping["running"], stopping["queued"]) == (1, 2), stopping
