@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import itertools
 import json
 import os
@@ -160,6 +161,19 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def below(root: Path, pattern: str = "*", *, skip: Path | None = None) -> list[Path]:
+    """The files and folders below ``root`` whose names match ``pattern``, sorted, not walking into ``skip``.
+
+    os.walk, not rglob: the daemon removes folders while a test looks (the report's at a rebuild, inputs after
+    stacking), and Python 3.11's rglob raises FileNotFoundError for a folder gone mid-walk.
+    """
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [name for name in dirs if Path(folder, name) != skip]
+        found += [Path(folder, name) for name in [*dirs, *files] if fnmatch.fnmatchcase(name, pattern)]
+    return sorted(found)
 
 
 @contextlib.contextmanager
@@ -390,8 +404,7 @@ class Rig:
     def result_files(self, pattern: str = "*") -> list[Path]:
         """Files under the results folder (with the openscan layout, the records kept apart in
         ``.focus-watcher/stacks``), but not the report's (its pages, state and thumbnails)."""
-        report = self.results / REPORT_FOLDER
-        return sorted(p for p in self.results.rglob(pattern) if not p.is_relative_to(report))
+        return below(self.results, pattern, skip=self.results / REPORT_FOLDER)
 
     def records(self) -> dict[str, dict]:
         """Every stack record under the results folder, by stack id (fails on a record that does not parse)."""
@@ -405,7 +418,7 @@ class Rig:
         return found
 
     def temp_files(self) -> list[Path]:
-        return sorted(p for p in self.results.rglob("*") if TEMP_MARKER in p.name)
+        return [p for p in below(self.results) if TEMP_MARKER in p.name]
 
     def assert_results_sound(self) -> int:
         """Every visible result is whole: each .jpg decodes and ends with FF D9, each .json parses.
@@ -429,7 +442,7 @@ class Rig:
         return all(records.get(s, {}).get("status") == "ok" for s in stacks)
 
     def hot_files(self) -> list[str]:
-        return sorted(str(p.relative_to(self.hot)) for p in self.hot.rglob("*") if p.is_file())
+        return [str(p.relative_to(self.hot)) for p in below(self.hot) if p.is_file()]
 
 
 @pytest.hookimpl(wrapper=True)
