@@ -17,6 +17,7 @@ from PIL import Image
 
 from tests.e2e.conftest import (
     Rig,
+    below,
     openscan3_exif,
     openscan3_name,
     openscan3_stack,
@@ -256,7 +257,7 @@ def test_a_deleted_project_takes_its_records_and_its_report_with_it(rig, frames)
     shutil.rmtree(rig.hot / "owl")
     daemon.wait_event("record.forgotten", stack=owl[0], timeout=20)
     assert not (ours / "stacks" / "owl").exists()
-    assert not any((ours / "report" / "owl").rglob("*.thumb.*"))
+    assert not below(ours / "report" / "owl", "*.thumb.*")
     daemon.wait_for(lambda: "owl/scan01" not in index.read_text(), 60, "the report without owl")
     assert record_of(rig, "cat", 1, 0).is_file()
     assert daemon.terminate() == 0
