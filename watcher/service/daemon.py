@@ -229,26 +229,20 @@ class Daemon:
             if not done or not self.store.intact(record):
                 del self.outputs[stack]
                 if self._forget(stack):
-                    forgotten.append(stack)
+                    forgotten.append((str(stack), self.placement.paths(stack).record))
                 if done:
                     self.tracker.undo(stack)  # ready again: made again, and logged as result.missing, when it is taken
             if time.perf_counter() > deadline:
                 break
-        if forgotten:
-            pending = self._unfinished()
-            for stack in forgotten:
-                self.reporter.written(self.placement.paths(stack).record, pending)
+        self._tell_forgotten(forgotten)
 
     def _forget(self, stack: StackId) -> bool:
         """Remove the record of a stack whose scan folder is gone (see :meth:`RecordStore.forget`)."""
         try:
-            forgotten = self.store.forget(stack)
+            return self.store.forget(stack)
         except OSError as exc:  # read-only for now: the next start tidies it
             log.warning("record.not_forgotten", stack=str(stack), error=str(exc))
             return False
-        if forgotten:
-            log.info("record.forgotten", stack=str(stack), reason="its scan folder is gone")
-        return forgotten
 
     def _forget_removed(self, folders: list[Path]) -> None:
         """The records kept apart (openscan layout) of the stacks below removed folders go with them."""
@@ -258,6 +252,10 @@ class Daemon:
                 forgotten += self.store.forget_folder(folder)
             except OSError as exc:  # read-only for now: the next start tidies it
                 log.warning("record.not_forgotten", folder=str(folder), error=str(exc))
+        self._tell_forgotten(forgotten)
+
+    def _tell_forgotten(self, forgotten: list[tuple[str, Path]]) -> None:
+        """Log each record forgotten (stack, record path) and tell the report, which drops its pages."""
         for stack, _record in forgotten:
             log.info("record.forgotten", stack=stack, reason="its scan folder is gone")
         if forgotten:

@@ -18,10 +18,10 @@ from watcher.service.tracker import ReadyStack
 from watcher.stacking.formats import SUFFIXES
 from watcher.stacking.peak_memory import estimate_peak_bytes
 from watcher.stacking.probe import is_raw_name
+from watcher.stacking.sources import FrameError, FrameSource, FrameUnavailable, read_header
 
 if TYPE_CHECKING:
     from watcher.stacking.calibration import Calibration
-from watcher.stacking.sources import FrameError, FrameSource, FrameUnavailable, read_header
 
 # The estimate used when the first frame's header cannot be read: 20 MP; for raw files (CR3 and RAF keep their size
 # where only LibRaw finds it) a 24 MP 14-bit camera raw.
